@@ -18,6 +18,7 @@ FORBIDDEN = {
     "fsm": {"vkcmd", "kubernetes", "psutil", "prometheus_client", "yaml", "tools"},
     "vkcmd/machines.py": {"kubernetes", "psutil", "prometheus_client", "vkcmd.kube", "vkcmd.runtime",
                           "vkcmd.kubeletapi"},
+    "vkcmd/pods": {"kubernetes", "subprocess", "psutil", "vkcmd.kube", "vkcmd.kubeletapi", "http", "ssl"},
     "vkcmd/runtime": {"kubernetes", "vkcmd.kube", "vkcmd.kubeletapi", "http", "ssl"},
     "vkcmd/kube": {"psutil", "subprocess", "vkcmd.runtime", "vkcmd.kubeletapi", "http.server"},
     "vkcmd/kubeletapi": {"subprocess", "kubernetes"},

@@ -1,0 +1,240 @@
+"""The one edge to the Kubernetes API: raw JSON requests and watch streams.
+
+The ``kubernetes`` package provides configuration (kubeconfig, in-cluster,
+token refresh), authentication and the connection pool; objects stay plain
+dicts, which is several times cheaper than the generated models. API failures
+become :class:`ApiError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import kubernetes
+import urllib3
+
+log = logging.getLogger("vkcmd.kube.client")
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+RequestObserver = Callable[[str, int, float], None]  # verb, HTTP status (0 = no answer), seconds
+
+
+class ApiError(Exception):
+    """The API answered with an error status, or could not be reached (status 0)."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}" if status else f"API unreachable: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = dict(body or {})
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again later: unreachable, throttled, or a server-side failure."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+def path(*, group: str = "", version: str = "v1", resource: str, namespace: str | None = None,
+         name: str | None = None, subresource: str | None = None) -> str:
+    """The REST path of a collection or an object."""
+    parts = ["/api/v1" if not group else f"/apis/{group}/{version}"]
+    if namespace is not None:
+        parts.append(f"namespaces/{quote(namespace, safe='')}")
+    parts.append(resource)
+    if name is not None:
+        parts.append(quote(name, safe=""))
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+class KubeClient:
+    """Thread-safe raw-JSON access to one cluster."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *,
+                 observer: RequestObserver | None = None, timeout: float = 30.0) -> None:
+        self._api = api_client
+        self._observer = observer
+        self._timeout = timeout
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None, *, observer: RequestObserver | None = None,
+                        pool_size: int = 32) -> KubeClient:
+        """A client for ``kubeconfig``, or the in-cluster service account when it is None."""
+        configuration = kubernetes.client.Configuration()
+        if kubeconfig is None:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        else:
+            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
+                                               persist_config=False)
+        configuration.connection_pool_maxsize = pool_size
+        return cls(kubernetes.client.ApiClient(configuration), observer=observer)
+
+    @property
+    def configuration(self) -> kubernetes.client.Configuration:
+        return self._api.configuration
+
+    def close(self) -> None:
+        self._api.close()
+
+    # --- plain requests -----------------------------------------------------------
+
+    def request(self, method: str, resource_path: str, *, query: Mapping[str, Any] | None = None,
+                body: Any = None, content_type: str = "application/json",
+                timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and return the decoded JSON answer; raise ApiError on failure."""
+        response = self._send(method, resource_path, query, body, content_type, timeout or self._timeout)
+        try:
+            data = response.read()
+        finally:
+            response.response.release_conn()
+        return json.loads(data) if data else {}
+
+    def get(self, resource_path: str, **query: Any) -> dict[str, Any]:
+        return self.request("GET", resource_path, query=query)
+
+    def create(self, resource_path: str, body: Mapping[str, Any], **query: Any) -> dict[str, Any]:
+        return self.request("POST", resource_path, query=query, body=body)
+
+    def replace(self, resource_path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", resource_path, body=body)
+
+    def patch(self, resource_path: str, body: Any, content_type: str = STRATEGIC_MERGE_PATCH) -> dict[str, Any]:
+        return self.request("PATCH", resource_path, body=body, content_type=content_type)
+
+    def delete(self, resource_path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.request("DELETE", resource_path, body=body)
+
+    # --- watch ----------------------------------------------------------------------
+
+    def watch(self, resource_path: str, *, resource_version: str, timeout_seconds: int = 300,
+              **query: Any) -> WatchStream:
+        """Open a watch; iterate the result for events ({"type", "object"}).
+
+        The caller decides what to do on ERROR events (410 Gone means re-list).
+        ``close()`` on the stream may be called from another thread to end it.
+        """
+        params = {**query, "watch": "true", "resourceVersion": resource_version,
+                  "timeoutSeconds": timeout_seconds, "allowWatchBookmarks": "true"}
+        response = self._send("GET", resource_path, params, None, "application/json",
+                              (10.0, timeout_seconds + 30.0), watch=True)
+        return WatchStream(response.response, resource_path)
+
+    # --- the edge -------------------------------------------------------------------
+
+    def _send(self, method: str, resource_path: str, query: Mapping[str, Any] | None, body: Any,
+              content_type: str, timeout: Any, watch: bool = False) -> Any:
+        query_pairs = [(key, _query_value(value)) for key, value in (query or {}).items() if value is not None]
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        method_, url, headers, body, _ = self._api.param_serialize(
+            method=method, resource_path=resource_path, header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        if query_pairs:
+            url += "?" + urlencode(query_pairs)
+        verb = _verb(method, watch)
+        started = time.monotonic()
+        try:
+            response = self._api.call_api(method_, url, header_params=headers, body=body,
+                                          _request_timeout=timeout)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            self._observe(verb, 0, started)
+            raise ApiError(0, "Unreachable", str(error)) from None
+        self._observe(verb, response.status, started)
+        if response.status >= 400:
+            try:
+                data = response.read()
+            finally:
+                response.response.release_conn()
+            raise _api_error(response.status, data)
+        return response
+
+    def _observe(self, verb: str, status: int, started: float) -> None:
+        if self._observer is not None:
+            self._observer(verb, status, time.monotonic() - started)
+
+
+class WatchStream:
+    """The events of one watch connection; iterate once, close from any thread."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse, label: str) -> None:
+        self._raw = raw
+        self._label = label
+        self._closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        pending = b""
+        try:
+            for chunk in self._raw.stream(65536, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if pending.strip():
+                yield json.loads(pending)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            if not self._closed:
+                log.debug("watch %s ended: %s", self._label, error)
+        finally:
+            if not self._closed:
+                self._closed = True
+                self._raw.release_conn()  # the stream ended on its own: the connection may be reused
+
+    def close(self) -> None:
+        """End the stream now; safe from another thread while one is iterating."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._raw.shutdown()  # unblocks a reader blocked in another thread
+        except Exception:  # not connected any more
+            pass
+        self._raw.close()
+
+
+def _verb(method: str, watch: bool) -> str:
+    if watch:
+        return "WATCH"
+    return method.upper()
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _api_error(status: int, data: bytes) -> ApiError:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    text = data.decode("utf-8", "replace")[:500] if data else ""
+    return ApiError(status, body.get("reason") or "Error", body.get("message") or text, body)
