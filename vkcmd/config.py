@@ -337,7 +337,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         values[setting.name] = _resolve(setting, getattr(args, setting.name), env)
-    return _complete(values, env)
+    walltime_given = args.walltime is not None or bool(env.get("JIRIAF_WALLTIME"))
+    return _complete(values, env, walltime_given)
 
 
 def _resolve(setting: Setting, flag_value: str | None, env: Mapping[str, str]) -> Any:
@@ -357,9 +358,17 @@ def _resolve(setting: Setting, flag_value: str | None, env: Mapping[str, str]) -
         raise ConfigError(label, raw, str(error)) from None
 
 
-def _complete(values: dict[str, Any], env: Mapping[str, str]) -> Settings:
+def _complete(values: dict[str, Any], env: Mapping[str, str], walltime_given: bool) -> Settings:
     """Cross-setting rules and derived defaults."""
     warnings: list[str] = []
+    if not walltime_given:
+        from vkcmd.slurm import job_seconds_left
+
+        left = job_seconds_left(env)
+        if left is not None:
+            values["walltime"] = left
+            warnings.append(f"JIRIAF_WALLTIME unset inside Slurm job {env.get('SLURM_JOB_ID') or env.get('SLURM_JOBID')}: "
+                            f"walltime taken from the job's end, {left}s")
     if values["kubeconfig"] is None:
         fallback = _default_kubeconfig(env)
         if Path(fallback).exists():
@@ -375,7 +384,7 @@ def _complete(values: dict[str, Any], env: Mapping[str, str]) -> Settings:
         raise ConfigError(missing, "", "expected APISERVER_CERT_LOCATION and APISERVER_KEY_LOCATION to be set together")
     if values["backoff_max"] < values["backoff_initial"]:
         raise ConfigError("VK_BACKOFF_MAX", values["backoff_max"], "expected a value >= VK_BACKOFF_INITIAL")
-    if values["walltime"] % 60:
+    if values["walltime"] % 60 and walltime_given:
         warnings.append(f"JIRIAF_WALLTIME={values['walltime']} is not a multiple of 60 seconds; accepted as is")
     if ipaddress.ip_address(values["pod_ip"]).is_loopback:
         warnings.append(f"VKUBELET_POD_IP={values['pod_ip']} is a loopback address: a real API server refuses "

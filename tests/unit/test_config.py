@@ -154,3 +154,34 @@ def test_help_lists_every_setting_with_its_variable():
         if setting.env:
             assert f"[{setting.env}]" in text
         assert "default" in setting.help
+
+
+def test_walltime_from_slurm_job_end_time(base_env):
+    import time as _time
+
+    env = {**base_env, "SLURM_JOB_ID": "123", "SLURM_JOB_END_TIME": str(int(_time.time()) + 3600)}
+    settings = config.load([], env)
+    assert 3590 <= settings.walltime <= 3600
+    assert any("Slurm job 123" in w for w in settings.warnings)
+
+
+def test_walltime_from_squeue_when_slurm_has_no_end_time(base_env, tmp_path):
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.parent.mkdir()
+    squeue.write_text('#!/bin/sh\n[ "$1 $2 $3 $4 $5" = "-h -j 77 -o %L" ] && echo "1-02:03:04"\n')
+    squeue.chmod(0o755)
+    env = {**base_env, "SLURM_JOB_ID": "77", "PATH": f"{squeue.parent}:{os.environ['PATH']}"}
+    assert config.load([], env).walltime == ((24 + 2) * 60 + 3) * 60 + 4
+
+
+def test_explicit_walltime_wins_over_slurm(base_env):
+    env = {**base_env, "SLURM_JOB_ID": "5", "SLURM_JOB_END_TIME": "9999999999", "JIRIAF_WALLTIME": "120"}
+    assert config.load([], env).walltime == 120
+
+
+@pytest.mark.parametrize("text, seconds", [("5:00", 300), ("1:00:00", 3600), ("2-00:00:01", 172801),
+                                           ("UNLIMITED", None), ("NOT_SET", None)])
+def test_squeue_time_left_format(text, seconds):
+    from vkcmd.slurm import parse_time_left
+
+    assert parse_time_left(text) == seconds

@@ -1,0 +1,272 @@
+"""The node against the local control plane: registration, lease, walltime, drain, adoption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vkcmd.kube.client import KubeClient, path
+from vkcmd.kube.node import DRAIN_ANNOTATION, DRAIN_TAINT, NodeConfig, NodeController
+from vkcmd.kube.podsapi import ApiPodLifecycle
+from vkcmd.timefmt import parse_time
+from vkcmd.machines import NodeState
+from vkcmd.runtime.host import host_facts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def client(control_plane):
+    c = KubeClient.from_kubeconfig(control_plane.kubeconfig)
+    yield c
+    c.close()
+
+
+class Running:
+    """A NodeController started in this process, stopped at teardown."""
+
+    def __init__(self, client, config, **kw):
+        self.pods = ApiPodLifecycle(client, config.name)
+        self.drain_requests = []
+        self.node = NodeController(client, config, host_facts(), self.pods,
+                                   on_drain_request=lambda r, m: self.drain_requests.append((r, m)), **kw)
+
+    def __enter__(self):
+        self.pods.start()
+        self.node.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.node.stop()
+        self.pods.stop()
+
+
+def config(name, **kw):
+    base = dict(name=name, pod_ip="127.0.0.1", kubelet_port=10250, lease_renew_interval=0.2,
+                status_interval=1.0, alivetime_interval=1.0, node_type="cpu", site="Local")
+    base.update(kw)
+    return NodeConfig(**base)
+
+
+def get_node(client, name):
+    return client.get(path(resource="nodes", name=name))
+
+
+def get_lease(client, name):
+    return client.get(path(group="coordination.k8s.io", resource="leases", namespace="kube-node-lease", name=name))
+
+
+def test_registration_writes_the_node_as_specified(client):
+    facts = host_facts()
+    with Running(client, config("reg-a", walltime=0, kubelet_port=10255, max_pods=50)) as running:
+        assert running.node.machine.state is NodeState.READY
+        node = get_node(client, "reg-a")
+    labels = node["metadata"]["labels"]
+    assert labels["type"] == "virtual-kubelet"
+    assert labels["kubernetes.io/role"] == "agent"
+    assert labels["kubernetes.io/hostname"] == "reg-a"
+    assert labels["kubernetes.io/os"] == "linux"
+    assert labels["kubernetes.io/arch"] == facts.arch
+    assert labels["jiriaf.nodetype"] == "cpu" and labels["jiriaf.site"] == "Local"
+    assert "jiriaf.walltime" not in labels and "jiriaf.alivetime" not in labels
+    assert {"key": "virtual-kubelet.io/provider", "value": "mock", "effect": "NoSchedule"} in node["spec"]["taints"]
+    status = node["status"]
+    assert status["capacity"]["cpu"] == str(facts.cpus)
+    assert status["capacity"]["pods"] == "50"
+    assert status["allocatable"]["memory"] == f"{facts.memory_bytes // 1024}Ki"
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in status["addresses"]
+    assert any(a["type"] == "Hostname" for a in status["addresses"])
+    assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10255
+    assert "vkcmd" in status["nodeInfo"]["kubeletVersion"]
+    assert status["nodeInfo"]["operatingSystem"] == "linux"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    for kind in ("MemoryPressure", "DiskPressure", "PIDPressure"):
+        assert conditions[kind]["status"] == "False"
+        assert conditions[kind]["lastHeartbeatTime"]
+
+
+def test_capacity_overrides(client):
+    with Running(client, config("reg-b", cpu="3", memory="5Gi")):
+        status = get_node(client, "reg-b")["status"]
+    assert status["capacity"]["cpu"] == "3" and status["capacity"]["memory"] == "5Gi"
+
+
+def test_lease_is_renewed(client):
+    with Running(client, config("lease-a")):
+        first = get_lease(client, "lease-a")
+        assert first["spec"]["holderIdentity"] == "lease-a"
+        assert first["spec"]["leaseDurationSeconds"] == 40
+        renewed = wait_for(lambda: (lambda l: l if l["spec"]["renewTime"] != first["spec"]["renewTime"] else None)(
+            get_lease(client, "lease-a")), what="lease renewal")
+    assert parse_time(renewed["spec"]["renewTime"]) >= parse_time(first["spec"]["renewTime"])
+
+
+def test_alivetime_counts_down_to_zero_and_walltime_asks_for_drain(client):
+    with Running(client, config("wall-a", walltime=3, drain_margin=1.0)) as running:
+        labels = get_node(client, "wall-a")["metadata"]["labels"]
+        assert labels["jiriaf.walltime"] == "3"
+        start = int(labels["jiriaf.alivetime"])
+        assert 2 <= start <= 3
+        wait_for(lambda: running.drain_requests, timeout=6, what="drain request")
+        reason, message = running.drain_requests[0]
+        assert reason == "WalltimeExpired"
+        wait_for(lambda: get_node(client, "wall-a")["metadata"]["labels"]["jiriaf.alivetime"] == "0", timeout=6,
+                 what="alivetime 0")
+        assert len(running.drain_requests) == 1
+
+
+def test_walltime_drain_runs_the_machine_to_expired(client):
+    with Running(client, config("wall-b", walltime=2, drain_margin=1.0)) as running:
+        wait_for(lambda: running.drain_requests, timeout=5, what="drain request")
+        reason, message = running.drain_requests[0]
+        running.node.drain(reason, message)
+        assert running.node.machine.state is NodeState.EXPIRED
+        node = get_node(client, "wall-b")
+    assert node["spec"]["unschedulable"] is True
+    assert {"key": DRAIN_TAINT, "value": "WalltimeExpired", "effect": "NoSchedule"} in node["spec"]["taints"]
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WalltimeExpired")
+
+
+def test_deleted_node_is_recreated(client):
+    with Running(client, config("gone-a")):
+        uid = get_node(client, "gone-a")["metadata"]["uid"]
+        client.delete(path(resource="nodes", name="gone-a"))
+        recreated = wait_for(lambda: _node_if_new(client, "gone-a", uid), timeout=5, what="re-created node")
+    assert recreated["metadata"]["labels"]["type"] == "virtual-kubelet"
+
+
+def _node_if_new(client, name, old_uid):
+    try:
+        node = get_node(client, name)
+    except Exception:
+        return None
+    if node["metadata"]["uid"] != old_uid and node.get("status", {}).get("conditions"):
+        return node
+    return None
+
+
+def test_restart_adopts_the_node_and_keeps_operator_labels(client):
+    with Running(client, config("adopt-a")):
+        uid = get_node(client, "adopt-a")["metadata"]["uid"]
+    client.patch(path(resource="nodes", name="adopt-a"),
+                 {"metadata": {"labels": {"team": "physics"}}, "spec": {"unschedulable": True}},
+                 "application/merge-patch+json")
+    with Running(client, config("adopt-a", site="Elsewhere")) as running:
+        assert running.node.machine.state is NodeState.READY
+        node = get_node(client, "adopt-a")
+    assert node["metadata"]["uid"] == uid
+    assert node["metadata"]["labels"]["team"] == "physics"
+    assert node["metadata"]["labels"]["jiriaf.site"] == "Elsewhere"
+    assert not node["spec"].get("unschedulable")
+
+
+def test_operator_annotation_requests_a_drain(client):
+    with Running(client, config("op-a")) as running:
+        client.patch(path(resource="nodes", name="op-a"),
+                     {"metadata": {"annotations": {DRAIN_ANNOTATION: "maintenance"}}},
+                     "application/merge-patch+json")
+        wait_for(lambda: running.drain_requests, timeout=5, what="drain request")
+    assert running.drain_requests[0][0] == "OperatorRequest"
+
+
+def _bound_pod(client, name, node):
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "none", "command": ["sleep", "5"]}]}}
+    return client.create(path(resource="pods", namespace="default"), body)
+
+
+def test_sigterm_drains_and_exits_zero(control_plane, client, tmp_path):
+    env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "NODENAME": "sig-a", "HOME": str(tmp_path),
+           "VKUBELET_POD_IP": "127.0.0.1", "JIRIAF_NODETYPE": "cpu", "JIRIAF_SITE": "Local",
+           "VK_LEASE_RENEW_INTERVAL": "0.5"}
+    process = subprocess.Popen([sys.executable, "-m", "vkcmd", "--nodename", "sig-a", "--provider", "mock",
+                                "--klog.v", "3"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _ready(client, "sig-a"), timeout=15, what="node ready")
+        _bound_pod(client, "on-sig-a", "sig-a")
+        time.sleep(0.5)  # let the pod informer see it
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        log = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 0, log
+    for part in ("from=Registering to=Ready", "from=Ready to=Draining", "from=Draining to=Expired"):
+        assert part in log, log
+    node = get_node(client, "sig-a")
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Shutdown")
+    assert node["spec"]["unschedulable"] is True
+    pod = client.get(path(resource="pods", namespace="default", name="on-sig-a"))
+    assert pod["status"]["phase"] == "Failed" and pod["status"]["reason"] == "Shutdown"
+
+
+def _ready(client, name):
+    try:
+        node = get_node(client, name)
+    except Exception:
+        return False
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+
+
+def test_scheduler_places_the_affinity_example_by_jiriaf_labels(client):
+    import yaml
+
+    example = yaml.safe_load((REPO / "examples" / "affinity-pod.yaml").read_text()
+                             if (REPO / "examples" / "affinity-pod.yaml").exists()
+                             else Path("/work/shared/examples/affinity-pod.yaml").read_text())
+    example["metadata"]["name"] = "placed-by-labels"
+    matching = config("aff-cpu", walltime=600, node_type="cpu", site="Local")
+    other = config("aff-gpu", walltime=600, node_type="gpu", site="Local")
+    with Running(client, matching), Running(client, other):
+        client.create(path(resource="pods", namespace="default"), example)
+        pod = wait_for(lambda: (lambda p: p if p["spec"].get("nodeName") else None)(
+            client.get(path(resource="pods", namespace="default", name="placed-by-labels"))),
+            timeout=10, what="binding")
+        assert pod["spec"]["nodeName"] == "aff-cpu"
+        # no node matches a site nobody has: the pod stays unscheduled with the scheduler's reason
+        example["metadata"]["name"] = "placed-nowhere"
+        example["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"][0]["matchExpressions"][1]["values"] = ["Mars"]
+        client.create(path(resource="pods", namespace="default"), example)
+        unscheduled = wait_for(lambda: (lambda p: p if any(
+            c["type"] == "PodScheduled" and c["status"] == "False" for c in p.get("status", {}).get("conditions", []))
+            else None)(client.get(path(resource="pods", namespace="default", name="placed-nowhere"))),
+            timeout=10, what="unschedulable condition")
+    assert not unscheduled["spec"].get("nodeName")
+    condition = next(c for c in unscheduled["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert condition["reason"] == "Unschedulable" and "affinity" in condition["message"]
+
+
+def test_delete_node_on_exit(client):
+    from vkcmd.kube.client import ApiError
+
+    with Running(client, config("bye-a", delete_on_exit=True)):
+        assert get_node(client, "bye-a")
+    with pytest.raises(ApiError) as caught:
+        get_node(client, "bye-a")
+    assert caught.value.not_found
+    with Running(client, config("stay-a")):
+        pass
+    assert get_node(client, "stay-a")["metadata"]["name"] == "stay-a"

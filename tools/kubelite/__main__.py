@@ -1,0 +1,49 @@
+"""``python -m tools.kubelite``: run the test/demo control plane until SIGTERM or SIGINT.
+
+Prints exactly one line on stdout once requests are accepted:
+``kubelite ready https://127.0.0.1:PORT kubeconfig=DIR/kubeconfig``; logs go to stderr.
+Signal handlers only set an event; the main thread stops everything and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import ControlPlane
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.kubelite",
+                                description="In-memory Kubernetes control plane for vkcmd's tests and demo "
+                                            "(not a product).")
+    p.add_argument("--dir", required=True, help="directory for certs and the admin kubeconfig")
+    p.add_argument("--port", type=int, default=0, help="HTTPS port on 127.0.0.1 (0: any free port)")
+    p.add_argument("--lease-grace", type=float, default=40.0,
+                   help="seconds without a node lease renewal before the node is marked NotReady")
+    p.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = p.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    cp = ControlPlane(args.dir, port=args.port, lease_grace=args.lease_grace, scheduler=not args.no_scheduler)
+    cp.start()
+    try:
+        print(f"kubelite ready {cp.url} kubeconfig={cp.kubeconfig}", flush=True)
+        while not stop.wait(3600):
+            pass
+        logging.getLogger(__name__).info("kubelite stopping on signal")
+    finally:
+        cp.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
