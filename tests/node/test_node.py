@@ -14,7 +14,6 @@ import pytest
 
 from vkcmd.kube.client import KubeClient, path
 from vkcmd.kube.node import DRAIN_ANNOTATION, DRAIN_TAINT, NodeConfig, NodeController
-from vkcmd.kube.podsapi import ApiPodLifecycle
 from vkcmd.timefmt import parse_time
 from vkcmd.machines import NodeState
 from vkcmd.runtime.host import host_facts
@@ -39,11 +38,36 @@ def client(control_plane):
     c.close()
 
 
+class NoPods:
+    """The node's pod hook for tests of the node alone (pods are covered by the pod tests)."""
+
+    def __init__(self):
+        self.drained = []
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def drain(self, reason, message, fast):
+        self.drained.append((reason, fast))
+
+    def hurry(self):
+        pass
+
+    def wait_drained(self, timeout):
+        return True
+
+    def max_grace_period(self):
+        return 0.0
+
+
 class Running:
     """A NodeController started in this process, stopped at teardown."""
 
     def __init__(self, client, config, **kw):
-        self.pods = ApiPodLifecycle(client, config.name)
+        self.pods = NoPods()
         self.drain_requests = []
         self.node = NodeController(client, config, host_facts(), self.pods,
                                    on_drain_request=lambda r, m: self.drain_requests.append((r, m)), **kw)
@@ -139,6 +163,7 @@ def test_walltime_drain_runs_the_machine_to_expired(client):
         reason, message = running.drain_requests[0]
         running.node.drain(reason, message)
         assert running.node.machine.state is NodeState.EXPIRED
+        assert running.pods.drained == [("WalltimeExpired", False)]
         node = get_node(client, "wall-b")
     assert node["spec"]["unschedulable"] is True
     assert {"key": DRAIN_TAINT, "value": "WalltimeExpired", "effect": "NoSchedule"} in node["spec"]["taints"]

@@ -19,6 +19,7 @@ FORBIDDEN = {
     "vkcmd/machines.py": {"kubernetes", "psutil", "prometheus_client", "vkcmd.kube", "vkcmd.runtime",
                           "vkcmd.kubeletapi"},
     "vkcmd/pods": {"kubernetes", "subprocess", "psutil", "vkcmd.kube", "vkcmd.kubeletapi", "http", "ssl"},
+    "vkcmd/provider": {"kubernetes", "vkcmd.kube", "vkcmd.kubeletapi", "http", "ssl", "subprocess"},
     "vkcmd/runtime": {"kubernetes", "vkcmd.kube", "vkcmd.kubeletapi", "http", "ssl"},
     "vkcmd/kube": {"psutil", "subprocess", "vkcmd.runtime", "vkcmd.kubeletapi", "http.server"},
     "vkcmd/kubeletapi": {"subprocess", "kubernetes"},

@@ -1,0 +1,169 @@
+"""A real ``python -m vkcmd`` node for end-to-end tests, and helpers to watch what it does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from vkcmd.kube.client import ApiError, KubeClient, path
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def run_marked_processes(marker_prefix: str = "") -> list[int]:
+    """Pids of live processes carrying a vkcmd run marker (optionally one whose id starts so)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(b"VKCMD_RUN=") and item[10:].decode().startswith(marker_prefix):
+                found.append(int(entry))
+    return found
+
+
+class Node:
+    """One vkcmd process joined to a control plane; stopped (drained) at exit."""
+
+    def __init__(self, control_plane, workdir: Path, name: str = "vk-e2e", **env: str) -> None:
+        self.name = name
+        self.home = workdir / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "NODENAME": name,
+                    "HOME": str(self.home), "VKUBELET_POD_IP": "127.0.0.1", "KUBELET_PORT": str(self.port),
+                    "JIRIAF_WALLTIME": "600", "JIRIAF_NODETYPE": "cpu", "JIRIAF_SITE": "Local",
+                    "VK_BACKOFF_INITIAL": "0.5", "VK_BACKOFF_MAX": "2", **env}
+        self.process: subprocess.Popen | None = None
+        self.client = KubeClient.from_kubeconfig(control_plane.kubeconfig)
+
+    def start(self) -> Node:
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "vkcmd", "--klog.v", "3"], cwd=REPO, env=self.env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self.ready, timeout=20, what=f"node {self.name} Ready")
+        return self
+
+    def ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"vkcmd exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            node = self.client.get(path(resource="nodes", name=self.name))
+        except ApiError:
+            return False
+        conditions = node.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and \
+            not node["spec"].get("unschedulable")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        self._log.close()
+        return code
+
+    def kill_hard(self) -> None:
+        """SIGKILL vkcmd itself (its pods keep running)."""
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        self._log.close()
+
+    # --- pods -------------------------------------------------------------------------------
+
+    def create(self, manifest: dict, namespace: str = "default") -> dict:
+        kind = manifest["kind"]
+        resource = {"Pod": "pods", "ConfigMap": "configmaps", "Secret": "secrets"}[kind]
+        return self.client.create(path(resource=resource, namespace=namespace), manifest)
+
+    def pod(self, name: str, namespace: str = "default") -> dict | None:
+        try:
+            return self.client.get(path(resource="pods", namespace=namespace, name=name))
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    def wait_phase(self, name: str, phases=("Succeeded", "Failed"), namespace: str = "default",
+                   timeout: float = 20) -> dict:
+        return wait_for(lambda: (lambda p: p if p and p.get("status", {}).get("phase") in phases else None)(
+            self.pod(name, namespace)), timeout=timeout, what=f"pod {name} in {phases}")
+
+    def wait_gone(self, name: str, namespace: str = "default", timeout: float = 20) -> None:
+        wait_for(lambda: self.pod(name, namespace) is None, timeout=timeout, what=f"pod {name} deleted")
+
+    def delete(self, name: str, namespace: str = "default", grace: int | None = None) -> None:
+        body = {"gracePeriodSeconds": grace} if grace is not None else None
+        self.client.delete(path(resource="pods", namespace=namespace, name=name), body)
+
+    def container_dir(self, pod: str, container: str, namespace: str = "default") -> Path:
+        return self.home / namespace / pod / "containers" / container
+
+
+def pod_manifest(name: str, command: list[str], *, restart: str = "Never", node: str | None = None,
+                 **spec) -> dict:
+    """A pod placed on vkcmd nodes (nodeSelector + toleration) running ``command`` with no script."""
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": restart,
+                     "containers": [{"name": "c", "image": "none", "command": command}],
+                     "nodeSelector": {"kubernetes.io/role": "agent"},
+                     "tolerations": [{"key": "virtual-kubelet.io/provider", "value": "mock",
+                                      "effect": "NoSchedule"}], **spec}}
+    if node:
+        body["spec"]["nodeName"] = node
+    return body
+
+
+def example(name: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all((EXAMPLES / name).read_text()) if doc]
+
+
+def container_state(pod: dict, container: str = "c") -> dict:
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        if status["name"] == container:
+            return status
+    return {}

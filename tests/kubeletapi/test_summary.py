@@ -1,0 +1,101 @@
+"""/stats/summary from usage snapshots: shape, rates between snapshots, monotonic and positive CPU, caching."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from vkcmd.kubeletapi.backend import ContainerUsage, NodeUsage, PodUsage, UsageSnapshot
+from vkcmd.kubeletapi.summary import CpuRates, StatsSource, compute, rfc3339, to_json
+
+NODE = NodeUsage(start_time=1_700_000_000.0, cpu_seconds=5000.0, memory_working_set_bytes=2_000_000_000,
+                 memory_rss_bytes=1_500_000_000, memory_usage_bytes=3_000_000_000,
+                 memory_available_bytes=6_000_000_000)
+
+
+def container(name="c", run="r1", cpu=2.0, memory=10_000_000, start=1_700_000_100.0, limit=None, processes=1):
+    return ContainerUsage(name=name, run_id=run, start_time=start, cpu_seconds=cpu, memory_working_set_bytes=memory,
+                          memory_rss_bytes=memory, memory_usage_bytes=memory + 1000, process_count=processes,
+                          memory_limit_bytes=limit)
+
+
+def snapshot(at, *containers, node=NODE):
+    return UsageSnapshot(at, node, (PodUsage("ns", "p", "uid-1", 1_700_000_050.0, tuple(containers)),))
+
+
+def test_json_shape():
+    rates = CpuRates()
+    stats = compute("node-1", snapshot(1_700_000_200.0, container(limit=50_000_000),
+                                       container("d", "r2", processes=3)), rates)
+    document = to_json(stats)
+    node = document["node"]
+    assert node["nodeName"] == "node-1" and node["startTime"] == "2023-11-14T22:13:20Z"
+    assert node["cpu"] == {"time": "2023-11-14T22:16:40Z", "usageNanoCores": node["cpu"]["usageNanoCores"],
+                           "usageCoreNanoSeconds": 5_000_000_000_000}
+    assert node["memory"] == {"time": "2023-11-14T22:16:40Z", "availableBytes": 6_000_000_000,
+                              "usageBytes": 3_000_000_000, "workingSetBytes": 2_000_000_000,
+                              "rssBytes": 1_500_000_000}
+    [pod] = document["pods"]
+    assert pod["podRef"] == {"name": "p", "namespace": "ns", "uid": "uid-1"}
+    assert pod["startTime"] == rfc3339(1_700_000_050.0)
+    first, second = pod["containers"]
+    assert first["name"] == "c" and first["startTime"] == rfc3339(1_700_000_100.0)
+    assert first["cpu"]["usageCoreNanoSeconds"] == 2_000_000_000
+    assert first["cpu"]["usageNanoCores"] == 20_000_000  # first sample: 2 s over the 100 s since start
+    assert first["memory"]["availableBytes"] == 40_000_000 and "availableBytes" not in second["memory"]
+    assert pod["cpu"]["usageCoreNanoSeconds"] == 4_000_000_000
+    assert pod["memory"]["workingSetBytes"] == 20_000_000
+    assert pod["process_stats"] == {"process_count": 4}
+
+
+def test_usage_nano_cores_from_two_snapshots_of_the_same_run():
+    rates = CpuRates()
+    compute("n", snapshot(1000.0, container(cpu=2.0, start=900.0)), rates)
+    stats = compute("n", snapshot(1010.0, container(cpu=7.0, start=900.0)), rates)
+    usage = stats.pods[0].containers[0].usage
+    assert usage.usage_nano_cores == 500_000_000  # 5 CPU-seconds in 10 s: half a core
+    assert usage.usage_core_nano_seconds == 7_000_000_000
+
+
+def test_a_restart_is_a_new_series_and_ended_runs_are_forgotten():
+    rates = CpuRates()
+    compute("n", snapshot(1000.0, container(cpu=50.0, run="old", start=900.0)), rates)
+    stats = compute("n", snapshot(1010.0, container(cpu=1.0, run="new", start=1005.0)), rates)
+    usage = stats.pods[0].containers[0].usage
+    assert usage.usage_core_nano_seconds == 1_000_000_000  # not clamped to the old run's 50 s
+    assert usage.usage_nano_cores == 200_000_000
+    assert len(rates) == 2  # "new" and the node; "old" is gone
+
+
+def test_cpu_never_goes_down_or_reaches_zero():
+    rates = CpuRates()
+    compute("n", snapshot(1000.0, container(cpu=3.0, start=900.0)), rates)
+    # a child process of the run exited and took its CPU time with it
+    stats = compute("n", snapshot(1001.0, container(cpu=1.0, start=900.0)), rates)
+    assert stats.pods[0].containers[0].usage.usage_core_nano_seconds == 3_000_000_000
+    assert stats.pods[0].containers[0].usage.usage_nano_cores == 0
+    fresh = compute("n", snapshot(1002.0, container(cpu=0.0, run="fresh", start=1002.0)), rates)
+    assert fresh.pods[0].containers[0].usage.usage_core_nano_seconds >= 1
+
+
+def test_stats_source_measures_once_per_ttl():
+    calls, now = [], [100.0]
+
+    def usage():
+        calls.append(1)
+        time.sleep(0.05)
+        return snapshot(1000.0 + len(calls), container(start=900.0))
+
+    source = StatsSource("n", usage, ttl=1.0, clock=lambda: now[0])
+    threads = [threading.Thread(target=source.get) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    rendered = [source.render("x", lambda s: object()) for _ in range(3)]
+    assert rendered[0] is rendered[1] is rendered[2]
+    now[0] += 1.0
+    source.get()
+    assert len(calls) == 2
+    assert source.render("x", lambda s: object()) is not rendered[0]

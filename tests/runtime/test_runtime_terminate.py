@@ -1,0 +1,155 @@
+"""Ending runs: SIGTERM, grace, SIGSTOP + SIGKILL of everything, escaped processes, leftovers."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from vkcmd.runtime import COMPLETED, ERROR
+
+from .conftest import live
+
+# A command that writes its pid, leaves its session and its parent (double fork + setsid), and sleeps.
+ESCAPE = "(setsid sh -c 'echo $$ > escaped; exec sleep 1000' &) ; "
+
+
+def escaped_pid(rt, key: str, timeout: float = 5.0) -> int:
+    path = rt.cdir(key.replace("/", "_")) / "escaped"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text().strip() if path.exists() else ""
+        if text:
+            pid = int(text)
+            while time.monotonic() < deadline:            # until it has exec'd sleep
+                try:
+                    if open(f"/proc/{pid}/comm").read().strip() == "sleep":
+                        return pid
+                except OSError:
+                    break
+                time.sleep(0.01)
+        time.sleep(0.01)
+    raise AssertionError("the escapee did not start")
+
+
+def test_terminate_with_grace_exits_cleanly(rt):
+    rt.sh("p/c", "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done")
+    rt.wait_out("p/c", "ready")
+    done = queue.Queue()
+    t0 = time.monotonic()
+    rt.rt.terminate("p/c", 10, done.put)
+    report = rt.exit()
+    assert (report.exit_code, report.reason) == (0, COMPLETED)
+    assert done.get(timeout=5) == "p/c"
+    assert time.monotonic() - t0 < 3
+    assert rt.out("p/c").endswith("bye\n")
+
+
+def test_terminate_kills_what_ignores_term_after_grace(rt):
+    info = rt.sh("p/c", "trap '' TERM; echo ready; while :; do sleep 0.05; done")
+    rt.wait_out("p/c", "ready")
+    done = queue.Queue()
+    t0 = time.monotonic()
+    rt.rt.terminate("p/c", 0.5, done.put)
+    report = rt.exit()
+    elapsed = time.monotonic() - t0
+    assert (report.exit_code, report.signal, report.reason) == (137, 9, ERROR)
+    assert 0.45 < elapsed < 3
+    assert done.get(timeout=5) == "p/c"
+    assert not live(info.pid, info.leader_start)
+
+
+def test_second_terminate_shortens_the_grace(rt):
+    rt.sh("p/c", "trap '' TERM; echo ready; while :; do sleep 0.05; done")
+    rt.wait_out("p/c", "ready")
+    t0 = time.monotonic()
+    rt.rt.terminate("p/c", 60)
+    time.sleep(0.1)
+    rt.rt.terminate("p/c", 0.2)
+    assert rt.exit().exit_code == 137
+    assert time.monotonic() - t0 < 3
+
+
+def test_term_is_sent_once(rt):
+    rt.sh("p/c", "trap 'echo term' TERM; echo ready; while :; do sleep 0.05; done")
+    rt.wait_out("p/c", "ready")
+    rt.rt.terminate("p/c", 0.6)
+    rt.rt.terminate("p/c", 0.5)
+    assert rt.exit().exit_code == 137
+    assert rt.out("p/c").count("term") == 1
+
+
+def test_grace_zero_kills_at_once(rt):
+    rt.launch("p/c", ["sleep", "30"])
+    t0 = time.monotonic()
+    rt.rt.terminate("p/c", 0)
+    assert rt.exit().exit_code == 137
+    assert time.monotonic() - t0 < 1
+
+
+def test_escaped_double_fork_setsid_is_tracked_and_killed(rt):
+    info = rt.sh("p/c", ESCAPE + "echo ready; exec sleep 1000")
+    rt.wait_out("p/c", "ready")
+    escapee = escaped_pid(rt, "p/c")
+    import os
+    assert os.getsid(escapee) != info.pid                 # it left the session
+    deadline = time.monotonic() + 3
+    while escapee not in rt.rt.processes("p/c"):
+        assert time.monotonic() < deadline, "escapee not attributed"
+        time.sleep(0.02)
+    assert rt.rt.refresh()["p/c"].processes == len(rt.rt.processes("p/c")) >= 3
+    done = queue.Queue()
+    rt.rt.terminate("p/c", 0.3, done.put)
+    assert rt.exit().exit_code == 143                     # sleep takes TERM
+    assert done.get(timeout=5) == "p/c"
+    assert not live(escapee)
+
+
+def test_escapee_that_ignores_term_is_killed(rt):
+    rt.sh("p/c", "(setsid sh -c 'trap \"\" TERM; echo $$ > escaped; exec sleep 1000' &); echo ready; exec sleep 1000")
+    rt.wait_out("p/c", "ready")
+    escapee = escaped_pid(rt, "p/c")
+    done = queue.Queue()
+    rt.rt.terminate("p/c", 0.3, done.put)
+    assert done.get(timeout=5) == "p/c"
+    assert not live(escapee)
+
+
+def test_leftovers_die_with_the_leader(rt):
+    """As in a container whose init ended: what the command left behind is killed."""
+    rt.sh("p/c", ESCAPE + "sleep 1000 & echo $! > bg; while [ ! -s escaped ]; do sleep 0.01; done")
+    assert rt.exit().exit_code == 0
+    bg = int((rt.cdir("p_c") / "bg").read_text())
+    escapee = int((rt.cdir("p_c") / "escaped").read_text())
+    deadline = time.monotonic() + 3
+    while live(bg) or live(escapee):
+        assert time.monotonic() < deadline, f"left running: bg={live(bg)} escapee={live(escapee)}"
+        time.sleep(0.02)
+
+
+def test_terminate_of_an_unknown_key_is_done_at_once(rt):
+    done = queue.Queue()
+    rt.rt.terminate("nobody/c", 30, done.put)
+    assert done.get(timeout=2) == "nobody/c"
+
+
+def test_terminate_after_exit_is_done(rt):
+    rt.sh("p/c", "exit 2")
+    assert rt.exit().exit_code == 2
+    done = queue.Queue()
+    rt.rt.terminate("p/c", 30, done.put)
+    assert done.get(timeout=2) == "p/c"
+
+
+def test_forget_kills_silently_and_drops_state(rt):
+    info = rt.launch("p/c", ["sleep", "30"])
+    rt.launch("p/d", ["true"])
+    assert rt.exit().key == "p/d"
+    rt.rt.forget("p/d")
+    rt.rt.forget("p/c")
+    deadline = time.monotonic() + 3
+    while list((rt.state / "runs").iterdir()):
+        assert time.monotonic() < deadline, list((rt.state / "runs").iterdir())
+        time.sleep(0.02)
+    assert not live(info.pid, info.leader_start)
+    assert rt.exits.empty()                               # no report for a forgotten run
+    assert rt.rt.runs() == {}

@@ -1,0 +1,153 @@
+"""The API side of this node's pods: feed them to the provider, write back what it publishes.
+
+A watch on pods bound to the node (``spec.nodeName``) drives the provider;
+status writes are coalesced per pod in a work queue and sent only when the
+status differs from the last one written, as a merge patch of the status
+subresource; pods whose processes are gone are deleted with grace 0, as the
+kubelet does. It also implements the node's :class:`PodLifecycle` hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from vkcmd.kube.client import MERGE_PATCH, ApiError, KubeClient, path
+from vkcmd.kube.events import EventRecorder
+from vkcmd.kube.informer import ADDED, DELETED, MODIFIED, SYNCED, Informer
+from vkcmd.workqueue import WorkQueue, run_workers
+
+log = logging.getLogger("vkcmd.kube.pods")
+
+
+class Provider(Protocol):
+    """What this module needs of the provider (``vkcmd.provider.PodManager``)."""
+
+    def upsert(self, pod: dict[str, Any]) -> None: ...
+    def remove(self, pod: dict[str, Any]) -> None: ...
+    def resync(self, uids: list[str]) -> None: ...
+    def status(self, uid: str) -> tuple[dict[str, Any], dict[str, Any]] | None: ...
+    def end_all(self, reason: str, message: str, fast: bool) -> None: ...
+    def hurry(self) -> None: ...
+    def all_stopped(self) -> bool: ...
+    def max_grace_period(self) -> float: ...
+
+
+class PodController:
+    """Joins the API and the provider; the provider's ``PodSink``."""
+
+    def __init__(self, client: KubeClient, node_name: str, events: EventRecorder, *, writers: int = 2,
+                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> None:
+        self._client = client
+        self._events = events
+        self._provider: Provider | None = None
+        self._writers = writers
+        self._on_written = on_status_written
+        self.informer = Informer(client, path(resource="pods"), name="pods",
+                                 field_selector=f"spec.nodeName={node_name}", handler=self._on_pod)
+        self._status_queue = WorkQueue("pod-status")
+        self._written: dict[str, dict[str, Any]] = {}
+        self._written_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.status_writes = 0
+
+    def attach(self, provider: Provider) -> None:
+        self._provider = provider
+
+    def start(self) -> None:
+        assert self._provider is not None, "attach a provider first"
+        self._threads = run_workers(self._status_queue, self._write_status, self._writers)
+        self.informer.start()
+
+    def stop(self) -> None:
+        self.informer.stop()
+        self._status_queue.shutdown()
+        for thread in self._threads:
+            thread.join(5)
+
+    # --- from the API -----------------------------------------------------------------------
+
+    def _on_pod(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if event in (ADDED, MODIFIED) and new is not None:
+            self._provider.upsert(new)
+        elif event == DELETED and old is not None:
+            with self._written_lock:
+                self._written.pop(old["metadata"].get("uid"), None)
+            self._provider.remove(old)
+        elif event == SYNCED:
+            self._provider.resync([p["metadata"]["uid"] for p in self.informer.list()])
+
+    # --- PodSink ------------------------------------------------------------------------------
+
+    def status_changed(self, uid: str) -> None:
+        self._status_queue.add(uid)
+
+    def pod_gone(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                "preconditions": {"uid": meta["uid"]}}
+        try:
+            self._client.delete(path(resource="pods", namespace=meta["namespace"], name=meta["name"]), body)
+        except ApiError as error:
+            if not (error.not_found or error.conflict):
+                log.warning("could not delete pod %s/%s: %s", meta["namespace"], meta["name"], error)
+
+    def event(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
+              container: str | None = None) -> None:
+        self._events.record(pod, event_type, reason, message, container)
+
+    # --- status writes ------------------------------------------------------------------------
+
+    def _write_status(self, uid: str) -> None:
+        published = self._provider.status(uid)
+        if published is None:
+            return
+        meta, status = published
+        with self._written_lock:
+            if self._written.get(uid) == status:
+                return
+        body = {"metadata": {"uid": uid},
+                "status": {**status, "reason": status.get("reason"), "message": status.get("message")}}
+        try:
+            self._client.patch(path(resource="pods", namespace=meta["namespace"], name=meta["name"],
+                                    subresource="status"), body, MERGE_PATCH)
+        except ApiError as error:
+            if error.not_found or error.conflict:
+                return  # the pod is gone (or replaced by another of the same name)
+            log.warning("status of pod %s/%s not written: %s; retrying", meta["namespace"], meta["name"], error)
+            self._status_queue.add_after(uid, 1.0)
+            return
+        self.status_writes += 1
+        with self._written_lock:
+            self._written[uid] = status
+        if self._on_written is not None:
+            self._on_written(meta, status)
+
+    def idle(self) -> bool:
+        """No status write pending."""
+        return len(self._status_queue) == 0 and all(
+            self._written.get(uid) == (self._provider.status(uid) or (None, self._written.get(uid)))[1]
+            for uid in list(self._written))
+
+    # --- PodLifecycle (for the node) ---------------------------------------------------------
+
+    def max_grace_period(self) -> float:
+        return self._provider.max_grace_period()
+
+    def drain(self, reason: str, message: str, fast: bool) -> None:
+        self.informer.wait_synced(timeout=10)
+        self._provider.end_all(reason, message, fast)
+
+    def hurry(self) -> None:
+        self._provider.hurry()
+
+    def wait_drained(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._provider.all_stopped() and self.idle():
+                return True
+            time.sleep(0.05)
+        return False

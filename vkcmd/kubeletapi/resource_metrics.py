@@ -1,0 +1,102 @@
+"""``/metrics/resource``: the kubelet's resource metrics as Prometheus text (format 0.0.4).
+
+What metrics-server v0.7 reads (``pkg/scraper/client/resource/decode.go``):
+``node_cpu_usage_seconds_total`` and ``node_memory_working_set_bytes`` (unlabelled),
+``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes`` and
+``container_start_time_seconds`` labelled ``container``, ``pod``, ``namespace``;
+timestamps in milliseconds; a zero CPU or memory value makes it drop the node
+or the whole pod. The pod series and both scrape-error gauges are emitted as the
+kubelet emits them. Pure: :class:`~.summary.Stats` in, text out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from vkcmd.kubeletapi.summary import NANO, Stats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_SCRAPE_ERROR_HELP = "1 if there was an error while getting container metrics, 0 otherwise"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return repr(float(value))
+
+
+def _ms(unix: float) -> str:
+    return str(int(unix * 1000))
+
+
+def _family(name: str, kind: str, help_text: str) -> Iterator[str]:
+    yield f"# HELP {name} {help_text}"
+    yield f"# TYPE {name} {kind}"
+
+
+def _container_labels(container: str, pod: str, namespace: str) -> str:
+    return f'{{container="{_escape(container)}",pod="{_escape(pod)}",namespace="{_escape(namespace)}"}}'
+
+
+def _pod_labels(pod: str, namespace: str) -> str:
+    return f'{{pod="{_escape(pod)}",namespace="{_escape(namespace)}"}}'
+
+
+def _scrape_errors(value: int) -> Iterator[str]:
+    yield from _family("resource_scrape_error", "gauge", f"[STABLE] {_SCRAPE_ERROR_HELP}")
+    yield f"resource_scrape_error {value}"
+    yield from _family("scrape_error", "gauge", f"[ALPHA] (Deprecated since 1.29.0) {_SCRAPE_ERROR_HELP}")
+    yield f"scrape_error {value}"
+
+
+def _series(name: str, kind: str, help_text: str, samples: list[str]) -> Iterator[str]:
+    """A family with its HELP and TYPE lines; nothing at all when it has no samples (as the kubelet)."""
+    if samples:
+        yield from _family(name, kind, help_text)
+        for sample in samples:
+            yield f"{name}{sample}"
+
+
+def _lines(stats: Stats) -> Iterator[str]:
+    containers = [(pod, c, _container_labels(c.name, pod.name, pod.namespace))
+                  for pod in stats.pods for c in pod.containers]
+    pods = [(pod, _pod_labels(pod.name, pod.namespace)) for pod in stats.pods if pod.containers]
+    node = stats.node.usage
+    yield from _series("container_cpu_usage_seconds_total", "counter",
+                       "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+                       [f"{labels} {_number(c.usage.usage_core_nano_seconds / NANO)} {_ms(c.usage.time)}"
+                        for _, c, labels in containers])
+    yield from _series("container_memory_working_set_bytes", "gauge",
+                       "[STABLE] Current working set of the container in bytes",
+                       [f"{labels} {_number(c.usage.working_set_bytes)} {_ms(c.usage.time)}"
+                        for _, c, labels in containers])
+    yield from _series("container_start_time_seconds", "gauge",
+                       "[STABLE] Start time of the container since unix epoch in seconds",
+                       [f"{labels} {_number(c.start_time)}" for _, c, labels in containers if c.start_time > 0])
+    yield from _series("node_cpu_usage_seconds_total", "counter",
+                       "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+                       [f" {_number(node.usage_core_nano_seconds / NANO)} {_ms(node.time)}"])
+    yield from _series("node_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the node in bytes",
+                       [f" {_number(node.working_set_bytes)} {_ms(node.time)}"])
+    yield from _series("pod_cpu_usage_seconds_total", "counter",
+                       "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+                       [f"{labels} {_number(pod.usage.usage_core_nano_seconds / NANO)} {_ms(pod.usage.time)}"
+                        for pod, labels in pods])
+    yield from _series("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes",
+                       [f"{labels} {_number(pod.usage.working_set_bytes)} {_ms(pod.usage.time)}"
+                        for pod, labels in pods])
+    yield from _scrape_errors(0)
+
+
+def render(stats: Stats) -> str:
+    """The full exposition for ``stats``."""
+    return "\n".join(_lines(stats)) + "\n"
+
+
+def render_error() -> str:
+    """What the kubelet serves when it could not measure: only the error gauges, set to 1."""
+    return "\n".join(_scrape_errors(1)) + "\n"

@@ -1,0 +1,227 @@
+"""``/stats/summary``: node, pod and container CPU and memory, shaped like the kubelet's.
+
+:func:`compute` turns a :class:`~.backend.UsageSnapshot` into :class:`Stats`
+(usageNanoCores from the difference with the previous sample of the same
+container run, kept by :class:`CpuRates`); :func:`to_json` gives the JSON of
+``k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary``; ``resource_metrics`` renders
+the same :class:`Stats` as Prometheus text. :class:`StatsSource` makes one scan
+serve every caller for about a second. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vkcmd.kubeletapi.backend import ContainerUsage, UsageSnapshot
+
+NANO = 1_000_000_000
+MIN_CPU_NS = 1000  # 1 µs: a live run never shows 0 CPU (metrics-server would drop its pod)
+NODE_KEY = "\x00node"  # the node's own CPU series in CpuRates (never a run id)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU and memory of one node, pod or container at ``time`` (unix seconds)."""
+
+    time: float
+    usage_nano_cores: int
+    usage_core_nano_seconds: int
+    working_set_bytes: int
+    rss_bytes: int
+    usage_bytes: int
+    available_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    name: str
+    start_time: float
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class PodStats:
+    namespace: str
+    name: str
+    uid: str
+    start_time: float
+    containers: tuple[ContainerStats, ...]
+    usage: Usage
+    process_count: int
+
+
+@dataclass(frozen=True)
+class NodeStats:
+    name: str
+    start_time: float
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Stats:
+    node: NodeStats
+    pods: tuple[PodStats, ...]
+    taken_at: float
+
+
+class CpuRates:
+    """The previous CPU sample of every series (container run or node), to compute rates.
+
+    A cumulative CPU value never goes down within a run (a process of the run
+    that exits takes its time with it; the previous value is kept instead) and is
+    at least 1 µs, so metrics-server never sees a zero and drops the pod.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._previous: dict[str, tuple[float, int]] = {}
+
+    def observe(self, key: str, start_time: float, at: float, cpu_ns: int) -> tuple[int, int]:
+        """(cumulative ns, nano-cores) for this sample; remembers it for the next one."""
+        with self._lock:
+            previous = self._previous.get(key)
+            cumulative = max(MIN_CPU_NS, cpu_ns, previous[1] if previous else 0)
+            if previous and at > previous[0]:
+                rate = (cumulative - previous[1]) / (at - previous[0])
+            elif at > start_time:
+                rate = cumulative / (at - start_time)  # first sample: the average since the run started
+            else:
+                rate = 0.0
+            if not previous or at >= previous[0]:
+                self._previous[key] = (at, cumulative)
+            return cumulative, max(0, int(rate))
+
+    def retain(self, keys: Iterable[str]) -> None:
+        """Forget every series not in ``keys`` (runs that ended)."""
+        keep = set(keys) | {NODE_KEY}
+        with self._lock:
+            for key in [k for k in self._previous if k not in keep]:
+                del self._previous[key]
+
+    def __len__(self) -> int:
+        return len(self._previous)
+
+
+def _container_stats(container: ContainerUsage, at: float, rates: CpuRates) -> ContainerStats:
+    cumulative, nano_cores = rates.observe(container.run_id, container.start_time, at,
+                                           int(container.cpu_seconds * NANO))
+    working_set = container.memory_working_set_bytes
+    available = None
+    if container.memory_limit_bytes is not None:
+        available = max(0, container.memory_limit_bytes - working_set)
+    usage = Usage(at, nano_cores, cumulative, working_set, container.memory_rss_bytes,
+                  max(container.memory_usage_bytes, working_set), available)
+    return ContainerStats(container.name, container.start_time, usage)
+
+
+def _sum(usages: list[Usage], at: float) -> Usage:
+    return Usage(at, sum(u.usage_nano_cores for u in usages), sum(u.usage_core_nano_seconds for u in usages),
+                 sum(u.working_set_bytes for u in usages), sum(u.rss_bytes for u in usages),
+                 sum(u.usage_bytes for u in usages))
+
+
+def compute(node_name: str, snapshot: UsageSnapshot, rates: CpuRates) -> Stats:
+    """Stats for one snapshot; updates ``rates`` (and forgets runs no longer present)."""
+    at = snapshot.taken_at
+    pods: list[PodStats] = []
+    runs: list[str] = []
+    for pod in snapshot.pods:
+        containers = tuple(_container_stats(c, at, rates) for c in pod.containers)
+        runs.extend(c.run_id for c in pod.containers)
+        process_count = sum(c.process_count for c in pod.containers)
+        pods.append(PodStats(pod.namespace, pod.name, pod.uid, pod.start_time, containers,
+                             _sum([c.usage for c in containers], at), process_count))
+    node = snapshot.node
+    cumulative, nano_cores = rates.observe(NODE_KEY, node.start_time, at, int(node.cpu_seconds * NANO))
+    node_usage = Usage(at, nano_cores, cumulative, node.memory_working_set_bytes, node.memory_rss_bytes,
+                       max(node.memory_usage_bytes, node.memory_working_set_bytes), node.memory_available_bytes)
+    rates.retain(runs)
+    return Stats(NodeStats(node_name, node.start_time, node_usage), tuple(pods), at)
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8192)  # the same few instants recur in every summary
+def rfc3339(unix: float) -> str:
+    """metav1.Time on the wire: seconds precision, UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def _cpu(usage: Usage) -> dict[str, Any]:
+    return {"time": rfc3339(usage.time), "usageNanoCores": usage.usage_nano_cores,
+            "usageCoreNanoSeconds": usage.usage_core_nano_seconds}
+
+
+def _memory(usage: Usage) -> dict[str, Any]:
+    memory: dict[str, Any] = {"time": rfc3339(usage.time)}
+    if usage.available_bytes is not None:
+        memory["availableBytes"] = usage.available_bytes
+    memory.update(usageBytes=usage.usage_bytes, workingSetBytes=usage.working_set_bytes, rssBytes=usage.rss_bytes)
+    return memory
+
+
+def to_json(stats: Stats) -> dict[str, Any]:
+    """The ``Summary`` object of the kubelet's stats API (fields vkcmd can measure; the rest omitted)."""
+    node = stats.node
+    return {
+        "node": {"nodeName": node.name, "startTime": rfc3339(node.start_time),
+                 "cpu": _cpu(node.usage), "memory": _memory(node.usage)},
+        "pods": [
+            {"podRef": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+             "startTime": rfc3339(pod.start_time),
+             "containers": [{"name": c.name, "startTime": rfc3339(c.start_time),
+                             "cpu": _cpu(c.usage), "memory": _memory(c.usage)} for c in pod.containers],
+             "cpu": _cpu(pod.usage), "memory": _memory(pod.usage),
+             "process_stats": {"process_count": pod.process_count}}
+            for pod in stats.pods
+        ],
+    }
+
+
+class StatsSource:
+    """Stats measured at most once per ``ttl`` seconds, however many scrapers ask.
+
+    Concurrent callers of an expired entry wait for the one scan in progress
+    instead of starting their own. ``render`` memoises a serialisation of the
+    current stats (the JSON body, the Prometheus text) so it is built once too.
+    """
+
+    def __init__(self, node_name: str, usage: Callable[[], UsageSnapshot], *, ttl: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._node_name = node_name
+        self._usage = usage
+        self._ttl = ttl
+        self._clock = clock
+        self._rates = CpuRates()
+        self._lock = threading.Lock()
+        self._stats: Stats | None = None
+        self._measured_at = 0.0
+        self._rendered: dict[str, Any] = {}
+
+    def get(self) -> Stats:
+        """Current stats; raises what the backend's ``usage()`` raises."""
+        with self._lock:
+            now = self._clock()
+            if self._stats is None or now - self._measured_at >= self._ttl:
+                self._stats = compute(self._node_name, self._usage(), self._rates)
+                self._measured_at = self._clock()
+                self._rendered = {}
+            return self._stats
+
+    def render(self, kind: str, renderer: Callable[[Stats], Any]) -> Any:
+        """``renderer(stats)`` for the current stats, computed once per measurement and ``kind``."""
+        stats = self.get()
+        with self._lock:
+            cached = self._rendered.get(kind)
+            if cached is not None and cached[0] is stats:
+                return cached[1]
+        value = renderer(stats)
+        with self._lock:
+            if self._stats is stats:
+                self._rendered[kind] = (stats, value)
+        return value

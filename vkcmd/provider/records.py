@@ -1,0 +1,130 @@
+"""What the provider remembers about each pod and container between syncs.
+
+A record is changed only by the worker that holds its pod's key (the work
+queue guarantees one at a time); other threads hand it input through the
+pending fields under the manager's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fsm import Machine
+from vkcmd.machines import CONTAINER, ContainerState
+from vkcmd.pods.podstatus import ContainerView, Termination
+
+
+@dataclass
+class ContainerRecord:
+    """One container of a pod across its runs."""
+
+    name: str
+    spec: dict[str, Any]
+    init: bool
+    machine: Machine
+    key: str  # the runtime's key of this container's runs
+    run_id: str | None = None
+    started_at: float | None = None
+    container_id: str | None = None
+    image_id: str = ""
+    container_dir: str | None = None
+    restart_count: int = 0
+    crashes: int = 0
+    restart_at: float | None = None  # back-off ends (monotonic-free wall time)
+    restarting: bool = False
+    termination: Termination | None = None
+    last_termination: Termination | None = None
+    waiting_reason: str = "ContainerCreating"
+    waiting_message: str = ""
+
+    @property
+    def state(self) -> ContainerState:
+        return self.machine.state
+
+    def view(self) -> ContainerView:
+        return ContainerView(
+            name=self.name, image=self.spec.get("image", ""), state=self.state,
+            restart_count=self.restart_count, waiting_reason=self.waiting_reason,
+            waiting_message=self.waiting_message, started_at=self.started_at,
+            container_id=self.container_id, image_id=self.image_id, termination=self.termination,
+            last_termination=self.last_termination, ready=self.state is ContainerState.RUNNING,
+            restarting=self.restarting,
+        )
+
+    def succeeded(self) -> bool:
+        return (self.state is ContainerState.EXITED and self.termination is not None
+                and self.termination.exit_code == 0 and not self.restarting)
+
+
+@dataclass
+class Ending:
+    """Why and how a pod's containers are being stopped."""
+
+    reason: str  # "" for a deletion (statuses keep the containers' own reasons)
+    message: str
+    grace: float
+    phase: str | None  # the phase the pod ends in (None: computed from the containers)
+    delete: bool  # remove the workspace and the API object afterwards
+    signalled: set[str] = field(default_factory=set)  # runtime keys already told to terminate
+
+
+@dataclass
+class PodRecord:
+    """One pod bound to this node, as the provider drives it."""
+
+    uid: str
+    pod: dict[str, Any]
+    start_time: float
+    init: list[ContainerRecord]
+    app: list[ContainerRecord]
+    ending: Ending | None = None
+    removed: bool = False  # gone from the API: nothing more is written there
+    init_failed: bool = False
+    deadline_done: bool = False
+    exits: list[Any] = field(default_factory=list)  # ExitReports not yet applied
+    status: dict[str, Any] | None = None
+    finished: bool = False  # terminal and cleaned up as far as it goes
+
+    @property
+    def namespace(self) -> str:
+        return self.pod["metadata"]["namespace"]
+
+    @property
+    def name(self) -> str:
+        return self.pod["metadata"]["name"]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def containers(self) -> Iterable[ContainerRecord]:
+        yield from self.init
+        yield from self.app
+
+    def container(self, name: str) -> ContainerRecord | None:
+        return next((c for c in self.containers() if c.name == name), None)
+
+    def by_key(self, key: str) -> ContainerRecord | None:
+        return next((c for c in self.containers() if c.key == key), None)
+
+    def live(self) -> list[ContainerRecord]:
+        return [c for c in self.containers() if c.state is ContainerState.RUNNING]
+
+
+def new_record(pod: dict[str, Any], now: float, observers: Iterable[Callable]) -> PodRecord:
+    """A record with one machine per container, all Pending."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    uid = meta["uid"]
+
+    def make(container: dict[str, Any], init: bool) -> ContainerRecord:
+        name = container["name"]
+        machine = CONTAINER.new(f"{meta['namespace']}/{meta['name']}/{name}", observers=observers)
+        return ContainerRecord(name=name, spec=container, init=init, machine=machine, key=f"{uid}/{name}")
+
+    return PodRecord(
+        uid=uid, pod=pod, start_time=now,
+        init=[make(c, True) for c in spec.get("initContainers") or []],
+        app=[make(c, False) for c in spec.get("containers") or []],
+    )

@@ -1,0 +1,24 @@
+# vkcmd run monitor: the session leader of one container run (POSIX sh; tested with dash and bash).
+# usage: sh monitor.sh EXIT_FILE CWD NOFILE ARGV...
+# Runs ARGV (never a builtin: `exec` in a subshell) in the foreground with the fds it was given,
+# outlives HUP/INT/QUIT/TERM/USR1/USR2 (the command is in the same process group and gets its own
+# copy of a group signal; a caught signal is reset to default in the command), records the exit
+# status in EXIT_FILE and exits with the same status. EXIT_FILE is one short write, read by vkcmd
+# only once this process has ended, so it needs no rename (which would cost a fork+exec of mv).
+# A command killed by signal n gives 128+n, not found 127, not executable 126 (message on stderr).
+# The command runs in the foreground, not with `&`: an async command of a non-interactive sh starts
+# with SIGINT and SIGQUIT ignored, and keeps them so. The price: a signal sent to this process alone
+# is not passed on (sh runs no trap while a foreground command runs). vkcmd signals every process
+# of a run; by hand, signal the group: kill -TERM -- -PGID.
+trap : HUP INT QUIT TERM USR1 USR2
+_vkcmd_exit=$1
+cd -- "$2" || { printf '128\n' >"$_vkcmd_exit"; exit 128; }
+[ "$3" = - ] || ulimit -S -n "$3" 2>/dev/null
+shift 3
+# Our own stderr goes to /dev/null from here on, so that the shell's "Terminated"/"Killed" notes do
+# not land in the container's stderr; the command gets the real one back as fd 2.
+exec 3>&2 2>/dev/null
+( exec "$@" 2>&3 3>&- )
+_vkcmd_st=$?
+printf '%s\n' "$_vkcmd_st" >"$_vkcmd_exit"
+exit "$_vkcmd_st"

@@ -1,0 +1,218 @@
+"""Which processes belong to which run: one scan of the process table for all runs.
+
+A process belongs to a run when it is in the session of a run whose leader lives, when its parent
+did (at a scan that saw both), or when its environment carries the run's ``VKCMD_RUN`` marker.
+Once attributed, a process stays its run's for life, so escaping the session (double fork, setsid)
+changes nothing. A process is judged once in its life: attributed ones are remembered by
+(pid, start time), the rest by pid until the pid leaves /proc; a zombie is no member (it is gone,
+whether or not its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most
+once per process, and only when nothing else attributed it.
+
+Cost: a scan lists /proc and reads the stat file of new pids only. Members' statistics are read
+only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
+not a member: nobody in the run will reap it and fold its CPU time into their own), whose stat is
+read at every scan so that their CPU is not lost when they end.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from vkcmd.runtime.process_stat import Stat, parse_statm, read_marker, read_stat
+
+
+@dataclass(slots=True, eq=False)
+class Proc:
+    """A member process as last read. Owned by the tracker: read it, don't keep it past a scan."""
+    pid: int
+    start: int
+    run_id: str
+    ppid: int
+    pgrp: int
+    sid: int
+    cpu_ticks: int
+    rss_pages: int
+    anon_pages: int = 0
+    mem_fd: int = -1
+
+
+@dataclass
+class Snapshot:
+    """The result of one scan: the members of each known run (in no order), and the members that
+    vanished since the previous scan, with their last values."""
+    taken_at: float                 # time.monotonic()
+    wall: float                     # time.time()
+    members: dict[str, list[Proc]] = field(default_factory=dict)
+    vanished: dict[str, list[Proc]] = field(default_factory=dict)
+
+    def pids(self, run_id: str) -> list[int]:
+        return sorted(p.pid for p in self.members.get(run_id, ()))
+
+
+class Tracker:
+    def __init__(self, proc: str = "/proc"):
+        self.proc = proc
+        self._lock = threading.Lock()
+        self._members: dict[int, Proc] = {}
+        self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
+        self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
+        self._fds_ok = True
+        self._self = os.getpid()
+
+    def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
+             stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
+             full: bool = False) -> Snapshot:
+        """One pass over /proc. ``live_sids``: session id -> run id of runs whose leader lives
+        (their session cannot be reused while the leader lives). ``known``: every run id whose
+        processes are wanted (live and ended ones). Reads stat of the members of ``stat_runs``,
+        statm of the members of ``mem_runs``, both for every member when ``full``."""
+        with self._lock:
+            snap = Snapshot(time.monotonic(), time.time())
+            try:
+                names = os.listdir(self.proc)
+            except OSError:
+                return snap
+            current = {int(n) for n in names if n[0] in "123456789"}
+            for pid in self._members.keys() - current:
+                self._vanish(self._members.pop(pid), snap)
+            for pid in self._foreign.keys() - current:
+                del self._foreign[pid]
+                self._marked.pop(pid, None)
+            new = current - self._members.keys() - self._foreign.keys()
+            new.discard(self._self)
+            self._admit(new, live_sids, known)
+            if self._marked:
+                self._promote(known)
+            self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
+            return snap
+
+    def markers(self, prefix: str) -> set[str]:
+        """The markers starting with ``prefix`` of live processes that belong to no known run (as of
+        the last scan)."""
+        with self._lock:
+            return {m for m in self._marked.values() if m.startswith(prefix)}
+
+    def forget_all(self) -> None:
+        with self._lock:
+            for p in self._members.values():
+                self._close(p)
+            self._members.clear()
+            self._foreign.clear()
+            self._marked.clear()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _admit(self, new: set[int], live_sids: Mapping[int, str], known: Collection[str]) -> None:
+        stats: dict[int, Stat] = {}
+        for pid in new:
+            st = read_stat(pid, self.proc)
+            if st is not None:
+                stats[pid] = st
+        done: set[int] = set()
+
+        def judge(st: Stat) -> None:
+            done.add(st.pid)
+            if st.state == "Z":                    # dead already, waiting for its parent: not a member
+                self._foreign[st.pid] = None
+                return
+            run = live_sids.get(st.sid)
+            if run is None:
+                if st.ppid in stats and st.ppid not in done:
+                    judge(stats[st.ppid])          # parents first (ancestry in one scan)
+                parent = self._members.get(st.ppid)
+                if parent is not None and parent.run_id in known:
+                    run = parent.run_id
+            marker = None
+            if run is None:
+                marker = read_marker(st.pid, self.proc)
+                if marker in known:
+                    run = marker
+            if run is None:
+                self._foreign[st.pid] = marker
+                if marker:
+                    self._marked[st.pid] = marker
+            else:
+                self._members[st.pid] = Proc(st.pid, st.start, run, st.ppid, st.pgrp, st.sid,
+                                             st.cpu_ticks, st.rss_pages)
+
+        # by start time: a parent never starts after its child, so most parents come first
+        for st in sorted(stats.values(), key=lambda s: s.start):
+            if st.pid not in done:
+                judge(st)
+
+    def _promote(self, known: Collection[str]) -> None:
+        for pid, marker in list(self._marked.items()):
+            if marker not in known:
+                continue
+            st = read_stat(pid, self.proc)
+            del self._marked[pid]
+            del self._foreign[pid]
+            if st is not None:
+                self._members[pid] = Proc(pid, st.start, marker, st.ppid, st.pgrp, st.sid,
+                                          st.cpu_ticks, st.rss_pages)
+
+    def _read(self, snap: Snapshot, known: Collection[str], live_sids: Mapping[int, str],
+              stat_runs: set[str], mem_runs: set[str], full: bool) -> None:
+        members = snap.members
+        for pid, p in list(self._members.items()):
+            run = p.run_id
+            if run not in known:                  # its run was dropped: no longer watched
+                self._close(p)
+                del self._members[pid]
+                self._foreign[pid] = self._marked[pid] = run
+                continue
+            orphan = p.ppid not in self._members and not (p.pid == p.sid and p.sid in live_sids)
+            if full or run in stat_runs or orphan:
+                st = read_stat(pid, self.proc)
+                if st is None or st.start != p.start or st.state == "Z":
+                    self._vanish(self._members.pop(pid), snap)
+                    if st is not None and st.start == p.start:
+                        self._foreign[pid] = None      # a zombie: gone for us, though still listed
+                    continue
+                p.ppid, p.pgrp, p.sid = st.ppid, st.pgrp, st.sid
+                p.cpu_ticks = max(p.cpu_ticks, st.cpu_ticks)
+                p.rss_pages = st.rss_pages
+            if full or run in mem_runs:
+                mem = self._statm(p)
+                if mem is None:
+                    self._vanish(self._members.pop(pid), snap)
+                    continue
+                p.rss_pages, p.anon_pages = mem
+            members.setdefault(run, []).append(p)
+
+    def _statm(self, p: Proc) -> tuple[int, int] | None:
+        """statm through an fd kept open on the process: cheap to re-read, and a read fails once
+        the process is gone, so a reused pid is never read in its place."""
+        if p.mem_fd < 0 and self._fds_ok:
+            try:
+                p.mem_fd = os.open(f"{self.proc}/{p.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError:
+                self._fds_ok = False       # out of fds: fall back to open/read/close
+        try:
+            if p.mem_fd >= 0:
+                data = os.pread(p.mem_fd, 256, 0)
+            else:
+                with open(f"{self.proc}/{p.pid}/statm", "rb") as f:
+                    data = f.read()
+                st = read_stat(p.pid, self.proc)
+                if st is None or st.start != p.start:
+                    return None
+            return parse_statm(data) if data else None
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _vanish(self, p: Proc, snap: Snapshot) -> None:
+        self._close(p)
+        snap.vanished.setdefault(p.run_id, []).append(p)
+
+    @staticmethod
+    def _close(p: Proc) -> None:
+        if p.mem_fd >= 0:
+            os.close(p.mem_fd)
+            p.mem_fd = -1

@@ -1,0 +1,79 @@
+"""The kubelet API's backend: the provider's pods, the runtime's usage, the containers' logs.
+
+Adapts the node's pieces to ``vkcmd.kubeletapi.backend.Backend`` so that the
+HTTP side stays free of process and pod internals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import psutil
+
+from vkcmd.kubeletapi import backend as api
+from vkcmd.provider import PodManager
+from vkcmd.runtime import Runtime
+from vkcmd.runtime import logs as runtime_logs
+from vkcmd.runtime.logindex import LogIndexer
+from vkcmd.timefmt import parse_time
+
+
+class NodeBackend:
+    """Implements the kubelet API's Backend over the provider, runtime and log indexer."""
+
+    def __init__(self, provider: PodManager, runtime: Runtime, indexer: LogIndexer) -> None:
+        self._provider = provider
+        self._runtime = runtime
+        self._indexer = indexer
+        self._boot = psutil.boot_time()
+
+    def list_pods(self) -> Sequence[Mapping[str, Any]]:
+        return self._provider.pods()
+
+    def usage(self) -> api.UsageSnapshot:
+        runs = self._runtime.usage()
+        host = self._runtime.node_usage()
+        memory = psutil.virtual_memory()
+        pods = []
+        for pod in self._provider.pods():
+            meta, status = pod["metadata"], pod.get("status") or {}
+            containers = []
+            for container in (pod.get("spec") or {}).get("containers") or []:
+                key = f"{meta['uid']}/{container['name']}"
+                run = runs.get(key)
+                if run is None:
+                    continue
+                containers.append(api.ContainerUsage(
+                    name=container["name"], run_id=key + f"@{run.started_at}", start_time=run.started_at,
+                    cpu_seconds=run.cpu_seconds, memory_working_set_bytes=run.memory_working_set_bytes,
+                    memory_rss_bytes=run.memory_rss_bytes, memory_usage_bytes=run.memory_rss_bytes,
+                    process_count=run.processes))
+            started = status.get("startTime")
+            pods.append(api.PodUsage(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
+                                     start_time=parse_time(started) if started else time.time(),
+                                     containers=tuple(containers)))
+        node = api.NodeUsage(start_time=self._boot, cpu_seconds=host.cpu_seconds,
+                             memory_working_set_bytes=host.memory_working_set_bytes,
+                             memory_rss_bytes=host.memory_working_set_bytes,
+                             memory_usage_bytes=host.memory_total_bytes - memory.free,
+                             memory_available_bytes=memory.available)
+        return api.UsageSnapshot(taken_at=host.timestamp, node=node, pods=tuple(pods))
+
+    def open_container_log(self, namespace: str, pod: str, container: str, options: api.LogOptions,
+                           stop: threading.Event) -> Iterator[bytes]:
+        found = self._provider.container_dir(namespace, pod, container)
+        if found is None:
+            if not any(p["metadata"]["namespace"] == namespace and p["metadata"]["name"] == pod
+                       for p in self._provider.pods()):
+                raise api.NotFound(f'pod "{pod}" not found in namespace "{namespace}" on this node')
+            raise api.NotFound(f'container "{container}" not found in pod "{pod}"')
+        directory, is_running = found
+        try:
+            return runtime_logs.stream_logs(directory, runtime_logs.LogOptions(**dataclasses.asdict(options)),
+                                            is_running=is_running, indexer=self._indexer, stop=stop)
+        except runtime_logs.LogsUnavailable as error:
+            raise api.BadRequest(str(error)) from None
