@@ -37,6 +37,7 @@ from vkcmd.provider import PodManager
 from vkcmd.runtime import ExitReport, Runtime
 from vkcmd.runtime.host import HostFacts, host_facts
 from vkcmd.runtime.logindex import LogIndexer
+from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.serving import NodeBackend
 
 log = logging.getLogger("vkcmd.app")
@@ -97,12 +98,13 @@ class App:
         relay = _ExitRelay()
         self.runtime = Runtime(Path(s.state_dir) / "runs", on_exit=relay)
         self.indexer = LogIndexer()
+        self.probes = ProbeRunner()
         self.objects = ClusterObjects(self.client, on_change=lambda kind, ns, name: self.provider.object_changed(
             kind, ns, name), node_facts=self._node_facts)
         self.provider = PodManager(
             self.runtime, Workspace(s.workspace_root), self.objects, self.pods, pod_ip=s.pod_ip,
             home=str(Path.home()), base_env=dict(os.environ), backoff_initial=s.backoff_initial,
-            backoff_max=s.backoff_max, logs=self.indexer, observers=trace)
+            backoff_max=s.backoff_max, logs=self.indexer, observers=trace, probes=self.probes)
         relay.target = self.provider.on_exit
         self.pods.attach(self.provider)
         self.metrics.set_pod_phase_source(self._phases)
@@ -182,6 +184,7 @@ class App:
     def _shutdown(self) -> None:
         self.pods.stop()
         self.provider.stop()
+        self.probes.stop()
         self.server.stop()
         if self.exporter is not None:
             self.exporter.stop()

@@ -26,6 +26,7 @@ from vkcmd.pods.podstatus import Termination, pod_status
 from vkcmd.pods.restart import crashes_after_run, restart_delay, should_restart
 from vkcmd.provider.records import ContainerRecord, Ending, PodRecord, new_record
 from vkcmd.runtime import ExitReport, LaunchError, LaunchSpec, Recovered, Runtime
+from vkcmd.runtime.probes import ProbeResult, ProbeRunner
 from vkcmd.timefmt import parse_time
 from vkcmd.workqueue import WorkQueue, run_workers
 
@@ -64,7 +65,7 @@ class PodManager:
                  pod_ip: str, home: str, base_env: Mapping[str, str], backoff_initial: float = 10.0,
                  backoff_max: float = 300.0, logs: LogWatcher | None = None,
                  clock: Callable[[], float] = time.time, observers: Iterable[Callable] = (),
-                 workers: int = 4) -> None:
+                 workers: int = 4, probes: ProbeRunner | None = None) -> None:
         self._runtime = runtime
         self._workspace = workspace
         self._resolver = resolver
@@ -77,6 +78,7 @@ class PodManager:
         self._clock = clock
         self._observers = list(observers)
         self._workers = workers
+        self._probes = probes
         self._lock = threading.Lock()
         self._records: dict[str, PodRecord] = {}
         self._recovered: dict[str, Recovered] = {}
@@ -229,16 +231,20 @@ class PodManager:
             if record is None:
                 return
             exits, record.exits = record.exits, []
+            results, record.probe_results = record.probe_results, []
             pod = record.pod
         self._adopt(record)
         now = self._clock()
         for report in exits:
             self._apply_exit(record, report, now)
+        for key, run_id, kind, result in results:
+            self._apply_probe(record, key, run_id, kind, result)
         self._check_ending(record, pod, now)
         if record.ending is not None:
             self._end(record, now)
         elif not record.finished:
             self._advance(record, now)
+            self._run_probes(record, now)
         self._publish(record, now)
 
     def _adopt(self, record: PodRecord) -> None:
@@ -259,6 +265,8 @@ class PodManager:
                 container.container_id = f"vkcmd://{found.info.pgid}"
             if found.running:
                 container.machine.fire(CE.ADOPT, reason="running before the restart of vkcmd")
+                container.reset_probes(self._clock())
+                container.ready = container.ready or bool(previous.get("ready"))
                 if self._logs and container.container_dir:
                     self._logs.watch(container.container_dir)
             else:
@@ -438,12 +446,91 @@ class PodManager:
         container.run_id = info.run_id
         container.started_at = info.started_at
         container.container_id = f"vkcmd://{info.pgid}"
+        container.env, container.cwd = staged.env, staged.cwd
+        container.reset_probes(info.started_at)
         container.waiting_reason, container.waiting_message = "ContainerCreating", ""
         container.machine.fire(CE.STARTED, reason=f"pgid {info.pgid}")
         if self._logs is not None:
             self._logs.watch(staged.container_dir)
         self._sink.event(record.pod, NORMAL, "Created", f"Created container {container.name}", container.name)
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
+
+    # --- probes -----------------------------------------------------------------------------
+
+    def _run_probes(self, record: PodRecord, now: float) -> None:
+        """Start the probes that are due; come back when the next one is."""
+        if self._probes is None:
+            return
+        soonest = None
+        for container in record.containers():
+            if container.state is not CS.RUNNING or not container.probes:
+                continue
+            for kind, state in container.probes.items():
+                if kind != "startup" and not container.started_ok:
+                    continue  # liveness and readiness wait for the startup probe
+                if kind == "startup" and container.started_ok:
+                    continue
+                spec = container.probe_spec(kind) or {}
+                if not state.in_flight and now >= state.next_at:
+                    self._start_probe(record, container, kind, spec)
+                    state.in_flight = True
+                    state.next_at = now + float(spec.get("periodSeconds") or 10)
+                soonest = state.next_at if soonest is None else min(soonest, state.next_at)
+        if soonest is not None:
+            self._queue.add_after(record.uid, max(0.0, soonest - now))
+
+    def _start_probe(self, record: PodRecord, container: ContainerRecord, kind: str, spec: dict[str, Any]) -> None:
+        command = (spec.get("exec") or {}).get("command")
+        uid, key, run_id = record.uid, container.key, container.run_id
+
+        def done(result: ProbeResult) -> None:
+            with self._lock:
+                target = self._records.get(uid)
+                if target is not None:
+                    target.probe_results.append((key, run_id, kind, result))
+            self._queue.add(uid)
+
+        if not command:
+            done(ProbeResult(True, "only exec probes run on vkcmd nodes; this probe is taken as passing"))
+            return
+        env = {**container.env, "VKCMD_RUN": run_id or ""}
+        self._probes.submit(command, env, container.cwd or "/", float(spec.get("timeoutSeconds") or 1), done)
+
+    def _apply_probe(self, record: PodRecord, key: str, run_id: str | None, kind: str,
+                     result: ProbeResult) -> None:
+        container = record.by_key(key)
+        if container is None or container.run_id != run_id or container.state is not CS.RUNNING:
+            return
+        state = container.probes.get(kind)
+        if state is None:
+            return
+        state.in_flight = False
+        spec = container.probe_spec(kind) or {}
+        if result.ok:
+            state.successes, state.failures = state.successes + 1, 0
+            if state.successes >= int(spec.get("successThreshold") or 1):
+                if kind == "readiness":
+                    container.ready = True
+                elif kind == "startup":
+                    container.started_ok = True
+                    now = self._clock()
+                    for other in container.probes.values():  # the others start counting now
+                        other.next_at = max(other.next_at, now)
+            return
+        state.failures, state.successes = state.failures + 1, 0
+        label = {"startup": "Startup", "liveness": "Liveness", "readiness": "Readiness"}[kind]
+        self._sink.event(record.pod, WARNING, "Unhealthy", f"{label} probe failed: {result.output.strip()}",
+                         container.name)
+        if state.failures < int(spec.get("failureThreshold") or 3):
+            return
+        if kind == "readiness":
+            container.ready = False
+            return
+        state.failures = 0
+        self._sink.event(record.pod, NORMAL, "Killing",
+                         f"Container {container.name} failed {kind} probe, will be restarted", container.name)
+        grace = spec.get("terminationGracePeriodSeconds")
+        self._runtime.terminate(container.key, float(grace) if grace is not None else _grace(record.pod))
 
     def _publish(self, record: PodRecord, now: float) -> None:
         if record.removed:

@@ -16,6 +16,19 @@ from vkcmd.machines import CONTAINER, ContainerState
 from vkcmd.pods.podstatus import ContainerView, Termination
 
 
+PROBE_KINDS = ("startup", "liveness", "readiness")
+
+
+@dataclass
+class ProbeState:
+    """Counters of one probe of one container run, as the kubelet's prober keeps them."""
+
+    next_at: float
+    successes: int = 0
+    failures: int = 0
+    in_flight: bool = False
+
+
 @dataclass
 class ContainerRecord:
     """One container of a pod across its runs."""
@@ -38,6 +51,21 @@ class ContainerRecord:
     last_termination: Termination | None = None
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # of the current run, for exec probes
+    cwd: str = ""
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    ready: bool = True  # readiness probe verdict (True when there is none)
+    started_ok: bool = True  # startup probe passed (True when there is none)
+
+    def probe_spec(self, kind: str) -> dict[str, Any] | None:
+        return self.spec.get(f"{kind}Probe")
+
+    def reset_probes(self, started_at: float) -> None:
+        """A new run starts: probes begin after their initial delays; not ready until proven."""
+        self.probes = {kind: ProbeState(next_at=started_at + float(spec.get("initialDelaySeconds") or 0))
+                       for kind in PROBE_KINDS if (spec := self.probe_spec(kind))}
+        self.ready = "readiness" not in self.probes
+        self.started_ok = "startup" not in self.probes
 
     @property
     def state(self) -> ContainerState:
@@ -49,7 +77,9 @@ class ContainerRecord:
             restart_count=self.restart_count, waiting_reason=self.waiting_reason,
             waiting_message=self.waiting_message, started_at=self.started_at,
             container_id=self.container_id, image_id=self.image_id, termination=self.termination,
-            last_termination=self.last_termination, ready=self.state is ContainerState.RUNNING,
+            last_termination=self.last_termination,
+            ready=self.state is ContainerState.RUNNING and self.ready and self.started_ok,
+            started=self.state is ContainerState.RUNNING and self.started_ok,
             restarting=self.restarting,
         )
 
@@ -84,6 +114,7 @@ class PodRecord:
     init_failed: bool = False
     deadline_done: bool = False
     exits: list[Any] = field(default_factory=list)  # ExitReports not yet applied
+    probe_results: list[Any] = field(default_factory=list)  # (key, run_id, kind, ProbeResult) not yet applied
     status: dict[str, Any] | None = None
     finished: bool = False  # terminal and cleaned up as far as it goes
 
