@@ -28,6 +28,11 @@ def wait_for(predicate, timeout=5.0, what="condition"):
         time.sleep(0.02)
 
 
+def session_leader(pid: int) -> bool:
+    stat = read_stat(pid)
+    return stat is not None and stat.sid == pid
+
+
 def stop_file(h, key):
     (h.cdir(key.replace("/", "_")) / "stop").touch()
 
@@ -44,7 +49,7 @@ def check_restart(h2, before: dict, ended_key: str, running_key: str):
     again = {r.key: r for r in h2.rt.recover()}
     assert again[running_key].running and again[ended_key].exit == ended.exit
     assert marked_processes({running.info.run_id})         # still one run, not restarted
-    leaders = [p for p in marked_processes({running.info.run_id}) if os.getsid(p) == p]
+    leaders = [p for p in marked_processes({running.info.run_id}) if session_leader(p)]
     assert leaders == [running.info.pid]
     # its later exit comes through on_exit, once, with the right code
     stop_file(h2, running_key)

@@ -153,3 +153,62 @@ def test_forget_kills_silently_and_drops_state(rt):
     assert not live(info.pid, info.leader_start)
     assert rt.exits.empty()                               # no report for a forgotten run
     assert rt.rt.runs() == {}
+
+
+def test_a_signal_to_the_monitor_alone_does_not_end_the_run(rt):
+    import os
+    import signal
+    info = rt.launch("p/c", ["sleep", "30"])
+    time.sleep(0.1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(info.pid, sig)
+    time.sleep(0.2)
+    assert rt.exits.empty() and live(info.pid, info.leader_start)
+    rt.rt.kill_now("p/c")
+    assert rt.exit().exit_code == 137
+
+
+def test_a_killed_monitor_ends_the_run(rt):
+    """The monitor dies without recording (SIGKILL): vkcmd reports what the wait status says, and
+    the command it left behind is killed with the group."""
+    import os
+    import signal
+    rt.sh("p/c", "echo $$ > cmd; exec sleep 30")
+    cmd_file = rt.cdir("p_c") / "cmd"
+    deadline = time.monotonic() + 5
+    while not (cmd_file.exists() and cmd_file.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    cmd = int(cmd_file.read_text())
+    os.kill(rt.launched[-1].pid, signal.SIGKILL)
+    report = rt.exit()
+    assert (report.exit_code, report.signal, report.reason) == (137, 9, ERROR)
+    assert "killed by signal 9" in report.message
+    deadline = time.monotonic() + 2
+    while live(cmd):
+        assert time.monotonic() < deadline, "the command outlived its monitor"
+        time.sleep(0.01)
+
+
+def test_nothing_spins_after_a_run_ended_within_its_grace(rt):
+    rt.sh("p/c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done")
+    rt.wait_out("p/c", "ready")
+    rt.rt.terminate("p/c", 0.3)
+    assert rt.exit().exit_code == 0
+    time.sleep(0.5)                                       # past the grace deadline
+    cpu = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - cpu < 0.1                # the scanner sleeps (scans every 0.1 s)
+
+
+def test_terminate_right_after_launch_reaches_the_command(rt):
+    """A SIGTERM that lands while the monitor is still starting its command is not lost."""
+    for attempt in range(20):
+        key = f"p/early{attempt}"
+        rt.launch(key, ["sleep", "30"])
+        t0 = time.monotonic()
+        rt.rt.terminate(key, 30)
+        report = rt.exit(timeout=10)
+        assert report.key == key
+        assert time.monotonic() - t0 < 5, "the TERM was lost; the run waited for the grace period"
+        assert report.exit_code == 143

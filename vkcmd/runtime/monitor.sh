@@ -10,7 +10,13 @@
 # with SIGINT and SIGQUIT ignored, and keeps them so. The price: a signal sent to this process alone
 # is not passed on (sh runs no trap while a foreground command runs). vkcmd signals every process
 # of a run; by hand, signal the group: kill -TERM -- -PGID.
-trap : HUP INT QUIT TERM USR1 USR2
+# A signal that arrives before the command exists is remembered and delivered to it as soon as it
+# would (the subshell ends as the signal would have ended it: status 128+n), so an early SIGTERM is
+# not lost. A signal landing in the microseconds between the fork and the subshell's trap reset is.
+_vkcmd_sig=
+for _vkcmd_s in HUP INT QUIT TERM USR1 USR2; do
+    trap "_vkcmd_sig=$_vkcmd_s" "$_vkcmd_s"
+done
 _vkcmd_exit=$1
 cd -- "$2" || { printf '128\n' >"$_vkcmd_exit"; exit 128; }
 [ "$3" = - ] || ulimit -S -n "$3" 2>/dev/null
@@ -18,7 +24,10 @@ shift 3
 # Our own stderr goes to /dev/null from here on, so that the shell's "Terminated"/"Killed" notes do
 # not land in the container's stderr; the command gets the real one back as fd 2.
 exec 3>&2 2>/dev/null
-( exec "$@" 2>&3 3>&- )
+( case $_vkcmd_sig in
+    HUP) exit 129 ;; INT) exit 130 ;; QUIT) exit 131 ;; USR1) exit 138 ;; TERM) exit 143 ;; USR2) exit 140 ;;
+  esac
+  exec "$@" 2>&3 3>&- )
 _vkcmd_st=$?
 printf '%s\n' "$_vkcmd_st" >"$_vkcmd_exit"
 exit "$_vkcmd_st"

@@ -6,12 +6,12 @@ a restarted vkcmd re-adopt its runs) - and owns the two threads: the reaper, and
 scans the process table once per interval for all runs and runs the termination timers (SIGTERM,
 grace, SIGSTOP everything, SIGKILL everything), memory limits and leftover cleanup.
 
-It knows runs by opaque keys; nothing here knows of pods, Kubernetes or HTTP.
+It knows runs by opaque keys; nothing here knows of pods, Kubernetes or HTTP. The scanner's work
+is in ``process_scan``, recovery after a restart in ``process_recover`` (both parts of ``Runtime``).
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import secrets
@@ -19,70 +19,38 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from vkcmd.logs import fields
 from vkcmd.runtime import reaper as rp
+from vkcmd.runtime.process_recover import Recovered, Recovery
+from vkcmd.runtime.process_run import Run
+from vkcmd.runtime.process_scan import ScanLoop, _killpg
 from vkcmd.runtime.process_stat import boot_id, read_stat
 from vkcmd.runtime.reaper import ExitReport, Reaper
 from vkcmd.runtime.spawn import (LaunchError, LaunchSpec, RunInfo, Spawner, cloexec_inherited_fds,
                                  raise_nofile)
 from vkcmd.runtime.state import RunRecord, StateStore
-from vkcmd.runtime.tracker import Snapshot, Tracker
-from vkcmd.runtime.usage import CpuAccount, NodeUsage, Usage, memory_of, node_usage
+from vkcmd.runtime.tracker import Tracker
+from vkcmd.runtime.usage import NodeUsage, Usage, memory_of, node_usage
+
+__all__ = ["Runtime", "Recovered"]
 
 log = logging.getLogger(__name__)
 
-#: Rounds of SIGSTOP + re-scan before the SIGKILL, at most (each round stops what the last one found).
-_MAX_STOP_ROUNDS = 20
-#: While someone waits for a run to be gone, re-scan this often (seconds) instead of each interval.
-_DONE_RECHECK = 0.05
 
-
-@dataclass(frozen=True)
-class Recovered:
-    """A run found in the state dir by ``recover()``: still running (``exit`` is None; it has been
-    re-adopted and its exit will come through ``on_exit``) or ended while vkcmd was down (``exit``
-    says how; not reported through ``on_exit``)."""
-    key: str
-    info: RunInfo
-    exit: ExitReport | None
-
-    @property
-    def running(self) -> bool:
-        return self.exit is None
-
-
-@dataclass(eq=False)
-class _Run:
-    key: str
-    run_id: str
-    record: RunRecord
-    memory_limit: int | None = None
-    info: RunInfo | None = None
-    pid: int = 0
-    child: bool = False             # our child: reaped here with wait4
-    starting: bool = True
-    leader_alive: bool = False
-    exit: ExitReport | None = None
-    current: bool = True            # the key's current run (not superseded, not forgotten)
-    silent: bool = False            # forgotten while running: no exit report
-    term_pending: bool = False      # SIGTERM still to send
-    termed: bool = False
-    kill_deadline: float | None = None   # monotonic time of the SIGSTOP/SIGKILL sweep
-    kill_reason: str | None = None
-    done_cbs: list = field(default_factory=list)
-    cpu: CpuAccount = field(default_factory=CpuAccount)
-    ever_empty: bool = False
-
-
-class Runtime:
+class Runtime(Recovery, ScanLoop):
     """Runs, watches and ends container processes. See docs/architecture.md (Runtime).
 
     ``on_exit(ExitReport)`` is called from the reaper thread, after the exit is on disk; it must
     return quickly (enqueue). ``on_done(key)`` callbacks of ``terminate`` are called from the
-    scanner thread. Constructing has no side effects; ``start()`` creates the state dir and threads;
-    ``stop()`` joins them and leaves every run running (vkcmd may be restarting: ``recover()``).
+    scanner thread. ``clock`` gives the wall-clock times of reports; ``scan_interval`` is how often
+    the process table is scanned (memory limits, escaped processes, leftovers); ``shell`` runs the
+    monitor; ``proc`` is the procfs root.
+
+    Constructing has no side effects. ``start()`` creates the state dir, marks close-on-exec the
+    fds vkcmd inherited, raises vkcmd's soft RLIMIT_NOFILE (runs get the original back) and starts
+    the threads ``vkcmd-runtime-reaper`` and ``vkcmd-runtime-scan``. ``stop()`` joins them and leaves
+    every run running (vkcmd may be restarting: ``recover()``); a Runtime is started once.
     """
 
     def __init__(self, state_dir: str | os.PathLike, *, on_exit: Callable[[ExitReport], None],
@@ -100,9 +68,9 @@ class Runtime:
         self._instance = ""
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._by_key: dict[str, _Run] = {}
-        self._by_id: dict[str, _Run] = {}
-        self._by_pid: dict[int, _Run] = {}
+        self._by_key: dict[str, Run] = {}
+        self._by_id: dict[str, Run] = {}
+        self._by_pid: dict[int, Run] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._orphan_done: list[tuple[str, Callable[[str], None]]] = []
         self._sweep = False
@@ -146,7 +114,7 @@ class Runtime:
         run_id = f"{self._instance}-{secrets.token_hex(6)}"
         record = RunRecord(spec.key, run_id, os.path.abspath(spec.container_dir), self._clock(),
                            spec.memory_limit_bytes, boot_id=self._boot_id)
-        run = _Run(spec.key, run_id, record, spec.memory_limit_bytes)
+        run = Run(spec.key, run_id, record, spec.memory_limit_bytes)
         with self._lock:
             previous = self._by_key.get(spec.key)
             if previous is not None and (previous.leader_alive or previous.starting):
@@ -169,7 +137,10 @@ class Runtime:
             self._store.write(record)
         except Exception as err:
             _killpg(pid, signal.SIGKILL)
-            rp.reap(pid)
+            try:
+                os.waitpid(pid, 0)                        # our child, just killed: reap it now
+            except ChildProcessError:
+                pass
             self._drop_failed(run, previous)
             raise LaunchError(f"{spec.key}: started but could not be watched: {err}") from err
         with self._cond:
@@ -259,139 +230,6 @@ class Runtime:
 
     def node_usage(self) -> NodeUsage:
         return node_usage()
-
-    # -- recovery ------------------------------------------------------------------------------
-
-    def recover(self) -> list[Recovered]:
-        """Re-adopt the runs recorded in the state dir (after a restart of vkcmd). A run whose
-        leader still lives with the recorded start time (and boot) is adopted; any other ended while
-        vkcmd was down and is reported with the exit its monitor recorded. Idempotent."""
-        self._require_started()
-        newest: dict[str, RunRecord] = {}
-        stale: list[RunRecord] = []
-        for record in self._store.load_all():            # oldest first
-            if record.key in newest:
-                stale.append(newest[record.key])
-            newest[record.key] = record
-        results = []
-        for record in newest.values():
-            with self._lock:
-                run = self._by_id.get(record.run_id)
-                other = self._by_key.get(record.key)
-            if run is None and other is not None:        # the key has a newer run of ours
-                stale.append(record)
-                continue
-            if run is None:
-                run = self._adopt(record)
-            results.append(Recovered(run.key, run.info, run.exit))
-        for record in stale:
-            with self._lock:
-                known = record.run_id in self._by_id
-            if not known:
-                self._adopt(record, current=False)
-        self._kill_unrecorded()
-        with self._cond:
-            self._sweep = True
-            self._cond.notify_all()
-        return sorted(results, key=lambda r: r.key)
-
-    def _kill_unrecorded(self) -> None:
-        """Runs of this state dir with no record (vkcmd died between their spawn and their record):
-        nobody knows they started, so they are killed, like leftovers of an ended run."""
-        self._scan()
-        prefix = self._instance + "-"
-        with self._lock:
-            for run_id in self._tracker.markers(prefix) - self._by_id.keys():
-                record = RunRecord("", run_id, "", 0.0)
-                self._by_id[run_id] = _Run("", run_id, record, starting=False, current=False, silent=True)
-                log.warning("killing a run that was never recorded", extra=fields(run=run_id))
-
-    def _adopt(self, record: RunRecord, current: bool = True) -> _Run:
-        run = _Run(record.key, record.run_id, record, record.memory_limit_bytes, starting=False,
-                   current=current, silent=not current)
-        pidfd, child = None, False
-        if record.exit_code is None and record.pid is not None:
-            pidfd, child = self._verify(record)
-        run.pid, run.child = record.pid or 0, child
-        run.info = RunInfo(record.key, record.run_id, run.pid, run.pid, record.leader_start or 0,
-                           record.started_at, record.container_dir)
-        if pidfd is None and record.exit_code is None:
-            self._record_exit(run, self._ended_while_down(run))
-        with self._cond:
-            if current:
-                self._by_key[run.key] = run
-            self._by_id[run.run_id] = run
-            if pidfd is not None:
-                run.leader_alive = True
-                self._by_pid[run.pid] = run
-                if not current:
-                    self._set_deadline(run, time.monotonic(), term=False)
-            elif record.exit_code is not None:
-                run.exit = run.exit or self._report_of(record)
-        if pidfd is not None:
-            self._reaper.watch(run.pid, pidfd)
-        log.info("run recovered", extra=fields(key=run.key, run=run.run_id, pid=run.pid,
-                                               running=pidfd is not None,
-                                               exit_code=None if run.exit is None else run.exit.exit_code))
-        return run
-
-    def _verify(self, record: RunRecord) -> tuple[int | None, bool]:
-        """(pidfd, is our child) when the recorded leader still runs - same boot, same pid, same
-        start time, not a zombie - else (None, False); an ended leader that is our own zombie
-        (a Runtime restarted inside one process) is reaped."""
-        if record.boot_id != self._boot_id:
-            return None, False
-        try:
-            pidfd = os.pidfd_open(record.pid)
-        except (ProcessLookupError, OSError):
-            return None, False
-        stat = read_stat(record.pid, self._tracker.proc)
-        if stat is None or stat.start != record.leader_start:
-            os.close(pidfd)
-            return None, False
-        child = stat.ppid == os.getpid()
-        if stat.state == "Z":
-            os.close(pidfd)
-            if child:
-                status, _ = rp.reap(record.pid)
-                if status is not None:
-                    record.message = f"leader wait status {status}"
-            return None, False
-        return pidfd, child
-
-    def _ended_while_down(self, run: _Run) -> ExitReport:
-        record = run.record
-        if record.pid is None:
-            return ExitReport(run.key, run.run_id, 128, None, self._clock(), rp.START_ERROR,
-                              record.started_at, "the run's record names no process")
-        recorded = self._store.read_exit(run.run_id)
-        if recorded is not None:
-            return self._report_of_exit_file(run, *recorded)
-        return ExitReport(run.key, run.run_id, 137, None, self._clock(), rp.STATUS_UNKNOWN,
-                          record.started_at, "the run ended while vkcmd was down and its exit was not recorded")
-
-    @staticmethod
-    def _report_of_exit_file(run: _Run, code: int, recorded_at: float) -> ExitReport:
-        # the file's mtime comes from the kernel's coarse clock: it may lag started_at by a tick
-        return ExitReport(run.key, run.run_id, code, rp.signal_of(code), max(recorded_at, run.record.started_at),
-                          rp.reason_of(code), run.record.started_at)
-
-    @staticmethod
-    def _report_of(record: RunRecord) -> ExitReport:
-        return ExitReport(record.key, record.run_id, record.exit_code, record.signal,
-                          record.finished_at or 0.0, record.reason or rp.reason_of(record.exit_code),
-                          record.started_at, record.message)
-
-    def _record_exit(self, run: _Run, report: ExitReport) -> None:
-        record = run.record
-        record.exit_code, record.signal, record.finished_at = report.exit_code, report.signal, report.finished_at
-        record.reason, record.message = report.reason, report.message
-        try:
-            self._store.write(record)
-        except OSError as err:
-            log.error("cannot record exit", extra=fields(key=run.key, run=run.run_id, error=str(err)))
-        run.exit = report
-
     # -- exits (reaper thread) -----------------------------------------------------------------
 
     def _leader_exited(self, pid: int) -> None:
@@ -431,6 +269,7 @@ class Runtime:
         code, reason = report.exit_code, report.reason
         with self._cond:
             run.leader_alive = False
+            run.term_pending, run.kill_deadline = False, None     # nothing left to time
             if cpu:
                 run.cpu.add_final(cpu)
             if run.done_cbs or not run.current:
@@ -442,163 +281,7 @@ class Runtime:
                 self._on_exit(report)
             except Exception:
                 log.exception("on_exit failed for %s", run.key)
-
-    # -- scanner thread ------------------------------------------------------------------------
-
-    def _scan_loop(self) -> None:
-        self._next_scan = time.monotonic()
-        while True:
-            with self._cond:
-                while not self._stopping:
-                    now = time.monotonic()
-                    wake = min(self._next_scan, self._next_deadline())
-                    if self._sweep or now >= wake:
-                        break
-                    self._cond.wait(wake - now)
-                if self._stopping:
-                    return
-                self._sweep = False
-            periodic = now >= self._next_scan
-            if periodic:
-                self._next_scan = now + self._interval
-            try:
-                self._cycle(periodic)
-            except Exception:
-                log.exception("runtime scan failed")
-
-    def _next_deadline(self) -> float:
-        heap = self._deadlines
-        while heap:
-            at, run_id = heap[0]
-            run = self._by_id.get(run_id)
-            if run is not None and run.kill_deadline == at:
-                return at
-            heapq.heappop(heap)
-        return float("inf")
-
-    def _set_deadline(self, run: _Run, at: float, term: bool) -> None:
-        """(lock held) Kill ``run`` at ``at`` unless it is already due earlier; SIGTERM first."""
-        if term and not run.termed:
-            run.term_pending = True
-        if run.kill_deadline is None or at < run.kill_deadline:
-            run.kill_deadline = at
-            heapq.heappush(self._deadlines, (at, run.run_id))
-
-    def _scan(self, *, full: bool = False, stat_runs=(), mem_runs=()) -> Snapshot:
-        """A tracker scan with the current runs, folded into the CPU accounts."""
-        with self._lock:
-            live = {r.pid: r.run_id for r in self._by_id.values() if r.leader_alive}
-            known = set(self._by_id)
-        snap = self._tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full)
-        with self._lock:
-            ids = set(snap.vanished) | (set(snap.members) if full else set())
-            for run_id in ids:
-                run = self._by_id.get(run_id)
-                if run is not None:
-                    run.cpu.update(snap.members.get(run_id, ()), snap.vanished.get(run_id, ()))
-        return snap
-
-    def _cycle(self, periodic: bool) -> None:
-        now = time.monotonic()
-        with self._lock:
-            runs = [r for r in self._by_id.values() if not r.starting]
-            to_term = [r for r in runs if r.term_pending and r.leader_alive]
-            mem_runs = {r.run_id for r in runs if periodic and r.memory_limit and r.leader_alive
-                        and r.kill_deadline is None}
-            # runs being ended or waited for: read their members, so that zombies count as gone
-            ending = {r.run_id for r in runs if r.term_pending or r.kill_deadline is not None
-                      or r.done_cbs or not r.leader_alive}
-        snap = self._scan(stat_runs=ending, mem_runs=mem_runs)
-        with self._lock:
-            for r in to_term:
-                r.term_pending, r.termed = False, True
-            for run_id in mem_runs:
-                r = self._by_id.get(run_id)
-                members = snap.members.get(run_id, ())
-                _, used = memory_of(members)
-                if r is not None and r.leader_alive and used > r.memory_limit:
-                    r.kill_reason = rp.OOM_KILLED
-                    r.kill_deadline = now
-                    log.info("memory limit exceeded", extra=fields(key=r.key, run=r.run_id, used=used,
-                                                                   limit=r.memory_limit))
-            to_kill = [r for r in self._by_id.values() if not r.starting and (
-                (r.kill_deadline is not None and r.kill_deadline <= now and r.leader_alive)
-                or (not r.leader_alive and snap.members.get(r.run_id)))]
-            for r in to_kill:
-                r.kill_deadline = None
-        for r in to_term:
-            self._signal_run(r, snap, signal.SIGTERM)
-        if to_kill:
-            snap = self._stop_and_kill(to_kill, snap)
-        self._finish(snap)
-
-    def _signal_run(self, run: _Run, snap: Snapshot, sig: int) -> None:
-        """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
-        try:
-            os.killpg(run.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for p in snap.members.get(run.run_id, ()):
-            if p.pgrp != run.pid:
-                _kill(p.pid, sig)
-        log.info("run signalled", extra=fields(key=run.key, run=run.run_id, signal=signal.Signals(sig).name))
-
-    def _stop_and_kill(self, runs: list[_Run], snap: Snapshot) -> Snapshot:
-        """Freeze every process of ``runs`` (re-scanning until no new one appears), then kill all."""
-        ids = [r.run_id for r in runs]
-        groups = [r.pid for r in runs if r.leader_alive and r.pid]
-        for pgid in groups:
-            _killpg(pgid, signal.SIGSTOP)
-        stopped: dict[tuple[int, int], str] = {}
-        for _ in range(_MAX_STOP_ROUNDS):
-            new = [p for run_id in ids for p in snap.members.get(run_id, ()) if (p.pid, p.start) not in stopped]
-            if not new:
-                break
-            for p in new:
-                _kill(p.pid, signal.SIGSTOP)
-                stopped[p.pid, p.start] = p.run_id
-            snap = self._scan(stat_runs=ids)
-        else:
-            log.warning("processes kept appearing while stopping runs", extra=fields(runs=",".join(ids)))
-        for pid, _ in stopped:
-            _kill(pid, signal.SIGKILL)
-        for pgid in groups:
-            _killpg(pgid, signal.SIGKILL)
-        for r in runs:
-            why = r.kill_reason or ("terminate" if r.leader_alive else "leftovers")
-            log.info("run killed", extra=fields(key=r.key, run=r.run_id, reason=why,
-                                                processes=sum(1 for v in stopped.values() if v == r.run_id)))
-        return snap
-
-    def _finish(self, snap: Snapshot) -> None:
-        """Done callbacks of runs that are gone; drop runs nobody needs any more."""
-        calls = []
-        now = time.monotonic()
-        with self._lock:
-            calls.extend(self._orphan_done)
-            self._orphan_done.clear()
-            waiting = False
-            for run in list(self._by_id.values()):
-                if run.starting or run.leader_alive:
-                    continue
-                gone = not snap.members.get(run.run_id)
-                if not gone:
-                    waiting = waiting or bool(run.done_cbs) or not run.current
-                    continue
-                calls.extend((run.key, cb) for cb in run.done_cbs)
-                run.done_cbs.clear()
-                if not run.current:
-                    del self._by_id[run.run_id]
-                    self._store.remove(run.run_id)
-            if waiting:
-                self._next_scan = min(self._next_scan, now + _DONE_RECHECK)
-        for key, cb in calls:
-            try:
-                cb(key)
-            except Exception:
-                log.exception("on_done failed for %s", key)
-
-    def _drop_failed(self, run: _Run, previous: _Run | None) -> None:
+    def _drop_failed(self, run: Run, previous: Run | None) -> None:
         with self._lock:
             self._by_id.pop(run.run_id, None)
             if self._by_key.get(run.key) is run:
@@ -611,17 +294,3 @@ class Runtime:
     def _require_started(self) -> None:
         if self._scanner is None:
             raise RuntimeError("Runtime.start() first")
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -73,9 +73,7 @@ def reap(pid: int) -> tuple[int | None, float]:
 
 
 class Reaper:
-    """Calls ``on_exit(pid)`` from its thread when a watched process ends. ``on_exit`` runs on the
-    reaper thread: it must be quick and must not call back into ``watch``/``unwatch``'s lock-holders
-    in a way that waits for this thread."""
+    """Calls ``on_exit(pid)`` from its thread when a watched process ends (it must be quick)."""
 
     def __init__(self, on_exit: Callable[[int], None], name: str = "vkcmd-runtime-reaper"):
         self._on_exit = on_exit
@@ -109,21 +107,12 @@ class Reaper:
         os.close(self._wake)
         self._thread = None
 
-    def open(self, pid: int) -> int:
-        """A pidfd for ``pid`` (not yet watched). Raises ProcessLookupError if there is no such
-        process. For a process that is not our child, check its identity after this call: the pidfd
-        names the process that had the pid at this moment."""
-        return os.pidfd_open(pid)
-
     def watch(self, pid: int, pidfd: int) -> None:
         """Watch ``pidfd`` (taken over: closed by the reaper). An already ended process is reported
         at once."""
         with self._lock:
             self._fds[pidfd] = pid
         self._epoll.register(pidfd, select.EPOLLIN)
-
-    def watching(self) -> int:
-        return len(self._fds)
 
     def _loop(self) -> None:
         while not self._stopping:

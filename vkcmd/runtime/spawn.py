@@ -146,7 +146,8 @@ class Spawner:
         self.check(spec)
         argv = self.argv_of(spec, exit_path)
         env = self.env_of(spec, run_id)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        # no symlink: a run could leave one in place of its stdout, pointing out of its directory
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         fds = []
         try:
             fds.append(_high_fd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)))

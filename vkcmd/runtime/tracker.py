@@ -48,6 +48,7 @@ class Snapshot:
     wall: float                     # time.time()
     members: dict[str, list[Proc]] = field(default_factory=dict)
     vanished: dict[str, list[Proc]] = field(default_factory=dict)
+    known: Collection[str] = ()     # the runs it looked for: a run not among them may have members
 
     def pids(self, run_id: str) -> list[int]:
         return sorted(p.pid for p in self.members.get(run_id, ()))
@@ -71,7 +72,7 @@ class Tracker:
         processes are wanted (live and ended ones). Reads stat of the members of ``stat_runs``,
         statm of the members of ``mem_runs``, both for every member when ``full``."""
         with self._lock:
-            snap = Snapshot(time.monotonic(), time.time())
+            snap = Snapshot(time.monotonic(), time.time(), known=known)
             try:
                 names = os.listdir(self.proc)
             except OSError:
