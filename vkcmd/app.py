@@ -104,7 +104,8 @@ class App:
         self.provider = PodManager(
             self.runtime, Workspace(s.workspace_root), self.objects, self.pods, pod_ip=s.pod_ip,
             home=str(Path.home()), base_env=dict(os.environ), backoff_initial=s.backoff_initial,
-            backoff_max=s.backoff_max, logs=self.indexer, observers=trace, probes=self.probes)
+            backoff_max=s.backoff_max, logs=self.indexer, observers=trace, probes=self.probes,
+            metrics=self.metrics)
         relay.target = self.provider.on_exit
         self.pods.attach(self.provider)
         self.metrics.set_pod_phase_source(self._phases)

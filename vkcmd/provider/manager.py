@@ -52,6 +52,14 @@ class PodSink(Protocol):
         """Post an event on the pod."""
 
 
+class ProviderMetrics(Protocol):
+    """Counters the provider feeds (``vkcmd.kubeletapi.metrics.Metrics`` implements them)."""
+
+    def container_started(self, reason: str = "Started") -> None: ...
+    def container_exited(self, reason: str) -> None: ...
+    def observe_pod_start(self, seconds: float) -> None: ...
+
+
 class LogWatcher(Protocol):
     def watch(self, container_dir: str) -> None: ...
     def unwatch(self, container_dir: str) -> None: ...
@@ -65,7 +73,8 @@ class PodManager:
                  pod_ip: str, home: str, base_env: Mapping[str, str], backoff_initial: float = 10.0,
                  backoff_max: float = 300.0, logs: LogWatcher | None = None,
                  clock: Callable[[], float] = time.time, observers: Iterable[Callable] = (),
-                 workers: int = 4, probes: ProbeRunner | None = None) -> None:
+                 workers: int = 4, probes: ProbeRunner | None = None,
+                 metrics: ProviderMetrics | None = None) -> None:
         self._runtime = runtime
         self._workspace = workspace
         self._resolver = resolver
@@ -79,6 +88,7 @@ class PodManager:
         self._observers = list(observers)
         self._workers = workers
         self._probes = probes
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._records: dict[str, PodRecord] = {}
         self._recovered: dict[str, Recovered] = {}
@@ -278,6 +288,8 @@ class PodManager:
         if container is None or report.run_id != container.run_id or container.state is not CS.RUNNING:
             return
         container.machine.fire(CE.EXITED, reason=f"{report.reason} ({report.exit_code})")
+        if self._metrics is not None:
+            self._metrics.container_exited(report.reason)
         self._record_termination(record, container, report, now)
 
     def _record_termination(self, record: PodRecord, container: ContainerRecord, report: ExitReport | None,
@@ -438,6 +450,8 @@ class PodManager:
             self._record_termination(record, container, ExitReport(container.key, "", 128, None, now,
                                                                    "StartError", now, str(error)), now)
             return
+        if self._metrics is not None:
+            self._metrics.container_started("Restarted" if container.termination is not None else "Started")
         if container.termination is not None:
             container.restart_count += 1
             container.last_termination = container.termination
@@ -549,6 +563,11 @@ class PodManager:
             record.status = status
         if changed:
             self._sink.status_changed(record.uid)
+            if status["phase"] == "Running" and not record.start_observed and self._metrics is not None:
+                record.start_observed = True
+                created = record.pod["metadata"].get("creationTimestamp")
+                if created and all(c.state is CS.RUNNING for c in record.app):
+                    self._metrics.observe_pod_start(max(0.0, now - parse_time(created)))
 
     # --- helpers ----------------------------------------------------------------------------
 

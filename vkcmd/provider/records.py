@@ -117,6 +117,7 @@ class PodRecord:
     probe_results: list[Any] = field(default_factory=list)  # (key, run_id, kind, ProbeResult) not yet applied
     status: dict[str, Any] | None = None
     finished: bool = False  # terminal and cleaned up as far as it goes
+    start_observed: bool = False  # pod start latency recorded
 
     @property
     def namespace(self) -> str:
