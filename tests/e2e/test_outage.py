@@ -1,0 +1,47 @@
+"""The API server out of reach: pods keep running, vkcmd retries, and converges when it returns."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import yaml
+
+from tests.e2e.node import Node, container_state, pod_manifest, wait_for
+from tests.e2e.proxy import Relay
+from vkcmd.timefmt import parse_time
+
+
+def test_pods_survive_an_api_outage_and_status_converges(control_plane, tmp_path, namespace):
+    relay = Relay(control_plane.port)
+    config = yaml.safe_load(open(control_plane.kubeconfig))
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+    kubeconfig = tmp_path / "via-relay.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    node = Node(control_plane, tmp_path, name="vk-outage", KUBECONFIG=str(kubeconfig),
+                VK_LEASE_RENEW_INTERVAL="1")
+    node.start()
+    try:
+        node.create(pod_manifest("steady", ["sleep", "1000"]), namespace)
+        node.create(pod_manifest("ends-in-outage", ["sh", "-c", "sleep 3; exit 4"]), namespace)
+        steady = node.wait_phase("steady", phases=("Running",), namespace=namespace)
+        node.wait_phase("ends-in-outage", phases=("Running",), namespace=namespace)
+        pgid = int(container_state(steady)["containerID"].removeprefix("vkcmd://"))
+        relay.cut()
+        time.sleep(6)  # "ends-in-outage" exits while the API is unreachable
+        assert os.getpgid(pgid) == pgid  # the steady pod's processes kept running
+        assert node.process.poll() is None, node.log()
+        cut_at = time.time()
+        relay.restore()
+        ended = node.wait_phase("ends-in-outage", namespace=namespace, timeout=45)
+        assert (ended["status"]["phase"], container_state(ended)["state"]["terminated"]["exitCode"]) == ("Failed", 4)
+        lease = node.client.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node.name}")
+        wait_for(lambda: parse_time(node.client.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node.name}")["spec"]["renewTime"])
+            >= int(cut_at), timeout=30, what="lease renewed after the outage")
+        assert lease
+        assert node.pod("steady", namespace)["status"]["phase"] == "Running"
+        assert container_state(node.pod("steady", namespace))["restartCount"] == 0
+    finally:
+        assert node.stop() == 0, node.log()
+        relay.stop()
