@@ -94,6 +94,6 @@ def configure(verbosity: int, log_format: str, stream: TextIO | None = None) -> 
     root.addHandler(handler)
     root.setLevel(level_for(verbosity))
     # Client libraries log request details at debug; only at high verbosity, never their bodies.
-    quiet = logging.DEBUG if verbosity >= 6 else logging.WARNING
+    quiet = logging.DEBUG if verbosity >= 6 else logging.ERROR
     for name in ("urllib3", "kubernetes"):
         logging.getLogger(name).setLevel(quiet)

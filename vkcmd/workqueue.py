@@ -32,8 +32,7 @@ class WorkQueue:
         self._timers: list[tuple[float, int, Hashable]] = []
         self._counter = itertools.count()
         self._shutdown = False
-        self._timer_thread = threading.Thread(target=self._run_timers, name=f"{name}-timers", daemon=True)
-        self._timer_thread.start()
+        self._timer_thread: threading.Thread | None = None  # started by the first delayed add
 
     def __len__(self) -> int:
         with self._cond:
@@ -57,6 +56,10 @@ class WorkQueue:
             if self._shutdown:
                 return
             heapq.heappush(self._timers, (self._clock() + delay, next(self._counter), key))
+            if self._timer_thread is None:
+                self._timer_thread = threading.Thread(target=self._run_timers, name=f"{self.name}-timers",
+                                                      daemon=True)
+                self._timer_thread.start()
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> Hashable | None:
@@ -86,7 +89,9 @@ class WorkQueue:
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()
-        self._timer_thread.join(5)
+            timer = self._timer_thread
+        if timer is not None:
+            timer.join(5)
 
     def _run_timers(self) -> None:
         with self._cond:

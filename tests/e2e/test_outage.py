@@ -45,3 +45,40 @@ def test_pods_survive_an_api_outage_and_status_converges(control_plane, tmp_path
     finally:
         assert node.stop() == 0, node.log()
         relay.stop()
+
+
+def test_sigterm_during_an_outage_still_ends_pods_and_exits(control_plane, tmp_path, namespace):
+    import signal
+
+    from tests.e2e.node import run_marked_processes
+
+    relay = Relay(control_plane.port)
+    config = yaml.safe_load(open(control_plane.kubeconfig))
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+    kubeconfig = tmp_path / "via-relay.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    node = Node(control_plane, tmp_path, name="vk-outage-term", KUBECONFIG=str(kubeconfig))
+    node.start()
+    try:
+        node.create(pod_manifest("stranded", ["sleep", "1000"]), namespace)
+        pod = node.wait_phase("stranded", phases=("Running",), namespace=namespace)
+        pgid = int(container_state(pod)["containerID"].removeprefix("vkcmd://"))
+        relay.cut()
+        started = time.monotonic()
+        node.process.send_signal(signal.SIGTERM)
+        code = node.process.wait(timeout=60)
+        assert code == 0, node.log()
+        assert time.monotonic() - started < 40
+        assert "giving up on writing the final status" in node.log()
+        wait_for(lambda: not [p for p in run_marked_processes() if _pgid(p) == pgid], what="pod processes gone")
+        assert node.log().count("Retrying (Retry(") == 0
+    finally:
+        node.stop()
+        relay.stop()
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None

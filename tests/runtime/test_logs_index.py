@@ -274,6 +274,23 @@ def test_watch_limit_falls_back_to_polling(indexers, container_dir):
     wait_until(lambda: covered(container_dir) == 7, timeout=2)
 
 
+def test_past_the_watch_limit_a_container_is_polled(indexers, container_dir, tmp_path):
+    indexer = indexers(poll_interval=0.05)
+    other = tmp_path / "other"
+    other.mkdir()
+    indexer.watch(str(other))
+
+    def no_space(path, mask):  # what inotify_add_watch says once max_user_watches is used up
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    indexer._inotify.add_watch = no_space
+    indexer.watch(container_dir)
+    assert indexer.watch_counts() == (1, 1)
+    append(container_dir, "stdout", b"polled\n")
+    append(str(other), "stdout", b"watched\n")
+    wait_until(lambda: covered(container_dir) == 7 and covered(str(other)) == 8, timeout=2)
+
+
 def test_symlinks_are_neither_indexed_nor_written_through(indexer, container_dir, tmp_path):
     outside = tmp_path / "outside"
     outside.write_bytes(b"secret\n")

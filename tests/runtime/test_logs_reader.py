@@ -154,7 +154,8 @@ def test_limit_bytes_cuts_the_output_even_mid_line(container_dir, indexer, runne
 
 def test_follow_streams_until_the_process_ends_and_includes_the_last_line(container_dir, indexer, runner):
     indexer.watch(container_dir)
-    proc = runner.start(container_dir, "for i in 1 2 3 4; do echo line$i; sleep 0.05; done; echo last >&2; printf 'no newline'")
+    proc = runner.start(container_dir,
+                        "for i in 1 2 3 4; do echo line$i; sleep 0.05; done; echo last >&2; printf 'no newline'")
     got, arrivals = [], []
     started = time.monotonic()
     for chunk in stream_logs(container_dir, LogOptions(follow=True), is_running=lambda: proc.poll() is None,
@@ -325,6 +326,8 @@ def test_long_lines_and_big_output(container_dir, indexer, runner):
     stamped = read(container_dir, indexer, timestamps=True)
     assert stamped.count(b"Z ") == 20002  # one prefix per line, even for the line read in pieces
     assert read(container_dir, indexer, tail_lines=2) == b"19999\n20000\n"
+    assert read(container_dir, indexer, tail_lines=20001).startswith(b"short\n1\n2\n")  # skips the long line
+    assert read(container_dir, indexer, tail_lines=20002).startswith(b"x" * 3_000_000 + b"\nshort\n")
 
 
 def test_many_writers_many_containers(tmp_path, indexer, runner):
@@ -334,10 +337,31 @@ def test_many_writers_many_containers(tmp_path, indexer, runner):
         path.mkdir()
         dirs.append(str(path))
         indexer.watch(str(path))
-    # cross-stream order is exact while the indexer reacts faster than the gap between the writes
     procs = [runner.start(path, "for i in 1 2 3; do echo o$i; sleep 0.05; echo e$i >&2; sleep 0.05; done")
              for path in dirs]
     for proc in procs:
         proc.wait(timeout=10)
+    # every line of every container, each stream in its order; the order across the two streams is exact
+    # only while the indexer reacts faster than the gap between writes, which a loaded CI box cannot promise
+    # for 20 writers at once (the single-container tests check it)
     for path in dirs:
-        assert read(path, indexer) == b"o1\ne1\no2\ne2\no3\ne3\n"
+        lines = read(path, indexer).splitlines()
+        assert sorted(lines) == sorted([b"o1", b"e1", b"o2", b"e2", b"o3", b"e3"])
+        assert [x for x in lines if x.startswith(b"o")] == [b"o1", b"o2", b"o3"]
+        assert [x for x in lines if x.startswith(b"e")] == [b"e1", b"e2", b"e3"]
+
+
+def test_a_corrupt_index_loses_no_output(container_dir, indexer):
+    from vkcmd.runtime.logindex import HEADER, MAGIC, RECORD, index_name
+
+    path = os.path.join(container_dir, "stdout")
+    with open(path, "wb") as f:
+        f.write(b"".join(b"line %d\n" % i for i in range(100)))
+    ino = os.stat(path).st_ino
+    garbage = [(10**12, 5), (3, 10**19), (0, 0), (50, 1)]  # ends past the file, out of order; times too
+    with open(os.path.join(container_dir, index_name("stdout")), "wb") as f:
+        f.write(HEADER.pack(MAGIC, ino) + b"".join(RECORD.pack(*r) for r in garbage) + b"torn")
+    out = read(container_dir, None)  # a reader alone: takes the index as it is, must not crash or lose lines
+    assert sorted(out.splitlines()) == sorted(b"line %d" % i for i in range(100))
+    indexer.watch(container_dir)  # the indexer cuts the torn record and carries on from the index as it is
+    assert read(container_dir, indexer) == b"".join(b"line %d\n" % i for i in range(100))

@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -203,6 +202,7 @@ def bench_reader(root, size_mb):
         data = f.read()
         records = (len(data) - 16) // RECORD.size
         since = RECORD.unpack_from(data, 16 + records // 2 * RECORD.size)[1]
+    timed("warm-up", LogOptions())  # the page cache, as for a log read again
     print(f"reader    {mb:.0f} MB, {lines} lines, index {idx_bytes / 1e3:.0f} kB:")
     print("          " + timed("plain", LogOptions()))
     print("          " + timed("timestamps", LogOptions(timestamps=True)))

@@ -93,6 +93,11 @@ class KubeClient:
             kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
                                                persist_config=False)
         configuration.connection_pool_maxsize = pool_size
+        # At most one quick retry of a connection that could not be made (a pooled keep-alive one the
+        # server dropped): callers retry with their own back-off, and urllib3's default retries would
+        # triple every failure (and its log lines) while the API is down.
+        configuration.retries = urllib3.util.Retry(total=1, connect=1, read=0, redirect=0, status=0,
+                                                   raise_on_redirect=False, raise_on_status=False)
         return cls(kubernetes.client.ApiClient(configuration), observer=observer)
 
     @property

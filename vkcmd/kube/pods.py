@@ -22,6 +22,9 @@ from vkcmd.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger("vkcmd.kube.pods")
 
+STATUS_RETRY_MAX = 30.0  # seconds between attempts at a status write the API keeps refusing
+FINAL_STATUS_PATIENCE = 15.0  # how long a drain waits for final statuses once no process is left
+
 
 class Provider(Protocol):
     """What this module needs of the provider (``vkcmd.provider.PodManager``)."""
@@ -49,9 +52,14 @@ class PodController:
         self.informer = Informer(client, path(resource="pods"), name="pods",
                                  field_selector=f"spec.nodeName={node_name}", handler=self._on_pod)
         self._status_queue = WorkQueue("pod-status")
+        self._delete_queue = WorkQueue("pod-delete")
+        self._to_delete: dict[str, dict[str, Any]] = {}  # uid -> metadata of a pod to delete (grace 0)
         self._written: dict[str, dict[str, Any]] = {}
         self._written_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._failures: dict[str, int] = {}  # uid -> consecutive failed status writes
+        self._hurried = threading.Event()
+        self._stopped_since: float | None = None
         self.status_writes = 0
 
     def attach(self, provider: Provider) -> None:
@@ -60,11 +68,13 @@ class PodController:
     def start(self) -> None:
         assert self._provider is not None, "attach a provider first"
         self._threads = run_workers(self._status_queue, self._write_status, self._writers)
+        self._threads += run_workers(self._delete_queue, self._delete_pod, 1)
         self.informer.start()
 
     def stop(self) -> None:
         self.informer.stop()
         self._status_queue.shutdown()
+        self._delete_queue.shutdown()
         for thread in self._threads:
             thread.join(5)
 
@@ -87,13 +97,31 @@ class PodController:
 
     def pod_gone(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
+        with self._written_lock:
+            self._to_delete[meta["uid"]] = meta
+        self._delete_queue.add(meta["uid"])
+
+    def _delete_pod(self, uid: str) -> None:
+        """Delete a pod whose processes and workspace are gone, with grace 0 (retried until the API takes it)."""
+        with self._written_lock:
+            meta = self._to_delete.get(uid)
+        if meta is None:
+            return
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": meta["uid"]}}
+                "preconditions": {"uid": uid}}
         try:
             self._client.delete(path(resource="pods", namespace=meta["namespace"], name=meta["name"]), body)
         except ApiError as error:
+            if error.retryable:
+                failures = self._failures.get(uid, 0) + 1
+                self._failures[uid] = failures
+                self._delete_queue.add_after(uid, min(STATUS_RETRY_MAX, 0.5 * 2 ** failures))
+                return
             if not (error.not_found or error.conflict):
                 log.warning("could not delete pod %s/%s: %s", meta["namespace"], meta["name"], error)
+        with self._written_lock:
+            self._to_delete.pop(uid, None)
+        self._failures.pop(uid, None)
 
     def event(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
               container: str | None = None) -> None:
@@ -117,9 +145,15 @@ class PodController:
         except ApiError as error:
             if error.not_found or error.conflict:
                 return  # the pod is gone (or replaced by another of the same name)
-            log.warning("status of pod %s/%s not written: %s; retrying", meta["namespace"], meta["name"], error)
-            self._status_queue.add_after(uid, 1.0)
+            failures = self._failures.get(uid, 0) + 1
+            self._failures[uid] = failures
+            delay = min(STATUS_RETRY_MAX, 0.5 * 2 ** failures)
+            if failures == 1 or delay >= STATUS_RETRY_MAX:
+                log.warning("status of pod %s/%s not written: %s; retrying in %.0fs", meta["namespace"],
+                            meta["name"], error, delay)
+            self._status_queue.add_after(uid, delay)
             return
+        self._failures.pop(uid, None)
         self.status_writes += 1
         with self._written_lock:
             self._written[uid] = status
@@ -142,12 +176,22 @@ class PodController:
         self._provider.end_all(reason, message, fast)
 
     def hurry(self) -> None:
+        self._hurried.set()
         self._provider.hurry()
 
     def wait_drained(self, timeout: float) -> bool:
+        """True once no pod process is left and the final statuses are written — or, when the API
+        does not take them, once FINAL_STATUS_PATIENCE has passed (or a second signal came)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._provider.all_stopped() and self.idle():
-                return True
+            if self._provider.all_stopped():
+                if self._stopped_since is None:
+                    self._stopped_since = time.monotonic()
+                if self.idle():
+                    return True
+                if self._hurried.is_set() or time.monotonic() - self._stopped_since > FINAL_STATUS_PATIENCE:
+                    log.warning("giving up on writing the final status of %d pod(s): the API does not take "
+                                "them", len([u for u in self._failures]))
+                    return True
             time.sleep(0.05)
         return False

@@ -268,6 +268,7 @@ class LogIndexer:
         self._batch_interval = batch_interval
         self._use_inotify = use_inotify
         self._lock = threading.Lock()
+        self._events_lock = threading.Lock()  # who reads inotify events processes them before anyone else reads
         self._containers: dict[str, _Container] = {}
         self._by_wd: dict[int, _Container] = {}
         self._polled: set[str] = set()  # watched directories without an inotify watch
@@ -309,7 +310,7 @@ class LogIndexer:
         if thread is not None:
             os.eventfd_write(self._wake_fd, 1)
             thread.join()
-        with self._lock:
+        with self._events_lock, self._lock:
             if self._inotify is not None:
                 self._inotify.close()
                 self._inotify = None
@@ -421,11 +422,15 @@ class LogIndexer:
     def flush(self, container_dir: str) -> None:
         """Index, now and synchronously, whatever the stream files hold (readers call this first).
 
+        Events already queued are handled first, in their order, so that two
+        streams written just before are stamped in the order they were written.
         For a watched directory the new bytes are stamped with the current
         time (they arrived since the last event); for one not watched, with the
         files' mtime, as in :meth:`watch`. A missing directory is not an error.
         """
         path = os.path.abspath(container_dir)
+        if self._thread is not None:
+            self._read_events()
         with self._lock:
             container = self._containers.get(path)
             live = container is not None
@@ -539,9 +544,15 @@ class LogIndexer:
         return True
 
     def _append(self, directory: str, name: str, stream: _Stream, end: int, when: int) -> None:
-        """Add one record through a cached fd; an index that vanished or became a symlink is rewritten."""
+        """Add one record; an index that vanished or became a symlink is rewritten.
+
+        The index stays open for the next append only in a directory watched
+        through inotify, where we hear when someone else deletes or replaces it.
+        """
         key = (directory, name)
         fd = self._fds.get(key)
+        container = self._containers.get(directory)
+        cache = container is not None and container.wd is not None
         if fd is not None:
             self._fds.move_to_end(key)
         else:
@@ -556,14 +567,18 @@ class LogIndexer:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise OSError(errno.EINVAL, "index is not a regular file", path)
-            self._fds[key] = fd
-            if len(self._fds) > _FD_CACHE:
-                os.close(self._fds.popitem(last=False)[1])
+            if cache:
+                self._fds[key] = fd
+                if len(self._fds) > _FD_CACHE:
+                    os.close(self._fds.popitem(last=False)[1])
         try:
             os.write(fd, RECORD.pack(end, when))
         except OSError:
             self._forget_fds(directory, (name,))
             raise
+        finally:
+            if not cache and self._fds.get(key) != fd:
+                os.close(fd)
 
     def _forget_fds(self, directory: str, names: tuple[str, ...] = TRACKED) -> None:
         for name in names:
@@ -610,6 +625,7 @@ class LogIndexer:
         self._polled.discard(container.path)
 
     def _drop_watch(self, container: _Container) -> None:
+        self._forget_fds(container.path)
         if container.wd is None:
             return
         if self._by_wd.get(container.wd) is container:
@@ -641,29 +657,37 @@ class LogIndexer:
                     if self._stopping:
                         return
                     polled = bool(self._polled)
-                timeout = max(0.0, next_poll - time.monotonic()) if polled else None
-                ready = selector.select(timeout)
-                if any(key.data == "inotify" for key, _ in ready):
-                    # under sustained output take events at most every batch_interval: a burst of appends
-                    # gathers into one batch (one record per file); after a quiet spell, at once
-                    wait = last_batch + self._batch_interval - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
-                    last_batch = time.monotonic()
-                    self._read_events()
-                for key, _ in ready:
-                    if key.data == "wake":
-                        try:
-                            os.eventfd_read(self._wake_fd)
-                        except BlockingIOError:
-                            pass
-                if polled and time.monotonic() >= next_poll:
-                    self._poll()
-                    next_poll = time.monotonic() + self._poll_interval
-        except Exception:
-            log.exception("log indexer failed")
+                try:
+                    next_poll, last_batch = self._turn(selector, polled, next_poll, last_batch)
+                except Exception:  # keep indexing the other containers; readers flush for themselves anyway
+                    log.exception("log indexer: unexpected error (continuing)")
+                    time.sleep(self._poll_interval)
         finally:
             selector.close()
+
+    def _turn(self, selector: selectors.BaseSelector, polled: bool, next_poll: float,
+              last_batch: float) -> tuple[float, float]:
+        """One wait for events (or the next poll), and what follows it."""
+        timeout = max(0.0, next_poll - time.monotonic()) if polled else None
+        ready = selector.select(timeout)
+        if any(key.data == "inotify" for key, _ in ready):
+            # under sustained output take events at most every batch_interval: a burst of appends
+            # gathers into one batch (one record per file); after a quiet spell, at once
+            wait = last_batch + self._batch_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last_batch = time.monotonic()
+            self._read_events()
+        for key, _ in ready:
+            if key.data == "wake":
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except BlockingIOError:
+                    pass
+        if polled and time.monotonic() >= next_poll:
+            self._poll()
+            next_poll = time.monotonic() + self._poll_interval
+        return next_poll, last_batch
 
     def _poll(self) -> None:
         with self._lock:
@@ -672,18 +696,23 @@ class LogIndexer:
                 if container is not None and self._update_all(container, live=True):
                     self._changed(path)
 
-    def _read_events(self) -> bool:
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(self._inotify.fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        if not chunks:
-            return False
+    def _read_events(self) -> None:
+        with self._events_lock:
+            if self._inotify is None:
+                return
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(self._inotify.fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            if chunks:
+                self._process_events(chunks)
+
+    def _process_events(self, chunks: list[bytes]) -> None:
         touched: dict[tuple[int, bytes], int] = {}  # (wd, name) -> masks
         first_data: dict[tuple[int, bytes], int] = {}  # (wd, name) -> position of its first IN_MODIFY
         replaced_indexes: list[tuple[int, str]] = []  # someone else deleted or replaced one of our indexes
@@ -724,8 +753,9 @@ class LogIndexer:
                     if container.wd is not None and self._update_all(container, live=True):
                         notify.add(container.path)
             # files are stamped in the order their first new bytes arrived (each stamp later than the last):
-            # a stream written first sorts first even when the other's bytes are found in the same batch
-            for (wd, raw) in sorted(touched, key=lambda key: first_data.get(key, -1)):
+            # a stream written first sorts first even when the other's bytes are found in the same batch;
+            # bytes in a file with no IN_MODIFY here were written after these events were read: last
+            for (wd, raw) in sorted(touched, key=lambda key: first_data.get(key, count)):
                 mask = touched[(wd, raw)]
                 container = self._by_wd.get(wd)
                 if container is None:
@@ -741,6 +771,7 @@ class LogIndexer:
             for wd in gone:
                 container = self._by_wd.pop(wd, None)
                 if container is not None:  # the directory was removed (pod deleted) or moved away
+                    self._inotify.rm_watch(wd)  # a moved directory keeps its watch otherwise
                     container.wd = None
                     self._forget_fds(container.path)
                     if self._containers.get(container.path) is container:
@@ -749,4 +780,3 @@ class LogIndexer:
                     notify.add(container.path)
             for path in notify:
                 self._changed(path)
-        return True

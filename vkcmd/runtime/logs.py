@@ -212,7 +212,8 @@ class _Source:
                          dir_fd=self._dfd)
             info = os.fstat(fd)
             header = os.pread(fd, HEADER.size, 0)
-            if not stat.S_ISREG(info.st_mode) or len(header) != HEADER.size or HEADER.unpack(header) != (MAGIC, self.ino):
+            valid = len(header) == HEADER.size and HEADER.unpack(header) == (MAGIC, self.ino)
+            if not stat.S_ISREG(info.st_mode) or not valid:
                 os.close(fd)
                 fd = None
         except OSError:
