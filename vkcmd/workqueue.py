@@ -34,6 +34,9 @@ class WorkQueue:
         self._shutdown = False
         self._timer_thread: threading.Thread | None = None  # started by the first delayed add
 
+    def __bool__(self) -> bool:
+        return True  # a queue is a queue even when empty (``queue or default`` must not pick default)
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._queue)

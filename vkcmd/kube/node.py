@@ -290,23 +290,30 @@ class NodeController:
 
     def _heartbeat(self) -> None:
         next_lease = self._clock() + self.config.lease_renew_interval
+        failures = 0
         while not self._stop.is_set():
             now = self._clock()
             try:
                 if self._recreate:
-                    self._recreate = False
                     log.warning("node %s was deleted; re-creating it", self.config.name)
                     self._register()
+                    self._recreate = False
                     next_lease = now + self.config.lease_renew_interval
                 if now >= next_lease:
                     self._renew_lease()
                     next_lease = now + self.config.lease_renew_interval
                 self._write_status()
                 self._update_alivetime(now)
-                self._check_walltime(now)
             except ApiError as error:
-                log.warning("node heartbeat: %s", error)
-                next_lease = min(next_lease, now + min(2.0, self.config.lease_renew_interval))
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("node heartbeat failed (%d in a row): %s", failures, error)
+                next_lease = now + min(2.0, self.config.lease_renew_interval)
+            else:
+                if failures:
+                    log.info("node heartbeat works again after %d failure(s)", failures)
+                failures = 0
+            self._check_walltime(now)  # needs no API: the walltime ends whether or not it answers
             self._wake.wait(max(0.05, min(next_lease, self._next_alivetime(now)) - self._clock()))
             self._wake.clear()
 

@@ -95,27 +95,27 @@ class PodController:
     def status_changed(self, uid: str) -> None:
         self._status_queue.add(uid)
 
-    def pod_gone(self, pod: dict[str, Any]) -> None:
+    def pod_gone(self, pod: dict[str, Any], final_status: dict[str, Any] | None) -> None:
         meta = pod["metadata"]
         with self._written_lock:
-            self._to_delete[meta["uid"]] = meta
+            self._to_delete[meta["uid"]] = (meta, final_status)
         self._delete_queue.add(meta["uid"])
 
     def _delete_pod(self, uid: str) -> None:
         """Delete a pod whose processes and workspace are gone, with grace 0 (retried until the API takes it)."""
         with self._written_lock:
-            meta = self._to_delete.get(uid)
+            meta, final_status = self._to_delete.get(uid, (None, None))
         if meta is None:
             return
+        if final_status is not None and not self._write(uid, meta, final_status):
+            return  # retried later: the statuses go first, as the kubelet does
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                 "preconditions": {"uid": uid}}
         try:
             self._client.delete(path(resource="pods", namespace=meta["namespace"], name=meta["name"]), body)
         except ApiError as error:
             if error.retryable:
-                failures = self._failures.get(uid, 0) + 1
-                self._failures[uid] = failures
-                self._delete_queue.add_after(uid, min(STATUS_RETRY_MAX, 0.5 * 2 ** failures))
+                self._retry_later(uid, self._delete_queue)
                 return
             if not (error.not_found or error.conflict):
                 log.warning("could not delete pod %s/%s: %s", meta["namespace"], meta["name"], error)
@@ -131,12 +131,16 @@ class PodController:
 
     def _write_status(self, uid: str) -> None:
         published = self._provider.status(uid)
-        if published is None:
-            return
-        meta, status = published
+        if published is not None:
+            self._write(uid, *published, queue=self._status_queue)
+
+    def _write(self, uid: str, meta: dict[str, Any], status: dict[str, Any],
+               queue: WorkQueue | None = None) -> bool:
+        """Patch the status if it differs from the last written; False when it must be retried."""
+        queue = self._delete_queue if queue is None else queue  # (an empty WorkQueue is falsy)
         with self._written_lock:
             if self._written.get(uid) == status:
-                return
+                return True
         body = {"metadata": {"uid": uid},
                 "status": {**status, "reason": status.get("reason"), "message": status.get("message")}}
         try:
@@ -144,21 +148,27 @@ class PodController:
                                     subresource="status"), body, MERGE_PATCH)
         except ApiError as error:
             if error.not_found or error.conflict:
-                return  # the pod is gone (or replaced by another of the same name)
-            failures = self._failures.get(uid, 0) + 1
-            self._failures[uid] = failures
-            delay = min(STATUS_RETRY_MAX, 0.5 * 2 ** failures)
+                return True  # the pod is gone (or replaced by another of the same name)
+            failures, delay = self._retry_later(uid, queue)
             if failures == 1 or delay >= STATUS_RETRY_MAX:
                 log.warning("status of pod %s/%s not written: %s; retrying in %.0fs", meta["namespace"],
                             meta["name"], error, delay)
-            self._status_queue.add_after(uid, delay)
-            return
+            return False
         self._failures.pop(uid, None)
         self.status_writes += 1
         with self._written_lock:
             self._written[uid] = status
         if self._on_written is not None:
             self._on_written(meta, status)
+        return True
+
+    def _retry_later(self, uid: str, queue: WorkQueue) -> tuple[int, float]:
+        """Back off (1 s doubling to STATUS_RETRY_MAX) before the next attempt for ``uid``."""
+        failures = self._failures.get(uid, 0) + 1
+        self._failures[uid] = failures
+        delay = min(STATUS_RETRY_MAX, 0.5 * 2 ** failures)
+        queue.add_after(uid, delay)
+        return failures, delay
 
     def idle(self) -> bool:
         """No status write pending."""

@@ -44,8 +44,9 @@ class PodSink(Protocol):
     def status_changed(self, uid: str) -> None:
         """The published status of ``uid`` changed: write it (soon, coalesced)."""
 
-    def pod_gone(self, pod: dict[str, Any]) -> None:
-        """The pod's processes and workspace are gone: remove the API object (grace 0)."""
+    def pod_gone(self, pod: dict[str, Any], final_status: dict[str, Any] | None) -> None:
+        """The pod's processes and workspace are gone: write ``final_status`` (the terminated
+        containers) if it is not written yet, then remove the API object (grace 0)."""
 
     def event(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
               container: str | None = None) -> None:
@@ -231,7 +232,8 @@ class PodManager:
     def all_stopped(self) -> bool:
         """True when no pod has a live process or a pending ending."""
         with self._lock:
-            return all(not r.live() and (r.ending is None or r.finished) for r in self._records.values())
+            return all(not r.live() and (r.ending is None or r.finished or r.cleaned)
+                       for r in self._records.values())
 
     # --- the sync ---------------------------------------------------------------------------
 
@@ -372,8 +374,9 @@ class PodManager:
                                         on_done=lambda _key, uid=record.uid: self._queue.add(uid))
         if record.live():
             return
-        if ending.delete and not record.finished:
-            record.finished = True
+        if ending.delete and not record.cleaned:
+            record.cleaned = record.finished = True
+            self._publish(record, now)  # the terminated statuses, written before the pod goes
             for container in record.containers():
                 self._runtime.forget(container.key)
                 if self._logs and container.container_dir:
@@ -385,7 +388,9 @@ class PodManager:
             if hasattr(self._resolver, "forget_pod"):
                 self._resolver.forget_pod(record.uid)
             if not record.removed:
-                self._sink.pod_gone(record.pod)
+                with self._lock:
+                    final = record.status
+                self._sink.pod_gone(record.pod, final)
             with self._lock:
                 self._records.pop(record.uid, None)
         elif not ending.delete:

@@ -116,7 +116,8 @@ class PodRecord:
     exits: list[Any] = field(default_factory=list)  # ExitReports not yet applied
     probe_results: list[Any] = field(default_factory=list)  # (key, run_id, kind, ProbeResult) not yet applied
     status: dict[str, Any] | None = None
-    finished: bool = False  # terminal and cleaned up as far as it goes
+    finished: bool = False  # nothing more will run (terminal phase, or ended by a drain)
+    cleaned: bool = False  # deleted: runs forgotten, workspace removed, API object deletion asked
     start_observed: bool = False  # pod start latency recorded
 
     @property
