@@ -8,49 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from tools.procs import alive, cmdline_of, processes_with
+
 MARKER = "VKCMD_DEMO"
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def cmdline_of(pid: int) -> list[str]:
-    try:
-        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def marked_processes(scratch: Path) -> list[int]:
     """Live processes (not this one) whose environment carries this demo's marker."""
-    mine = {os.getpid()}
-    value = str(scratch)
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in mine and environ_of(int(entry)).get(MARKER) == value \
-                and alive(int(entry)):
-            found.append(int(entry))
-    return sorted(found)
+    return processes_with({MARKER: str(scratch)})
 
 
 def signal_pid(pid: int, signum: int) -> None:
@@ -94,8 +63,3 @@ def stop_leftovers(scratch: Path) -> int:
     wait_gone(rest, 5)
     return len(found)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the tools package importable
     sys.path.insert(0, str(REPO))
 
-from tools.demo_procs import MARKER, free_port, marked_processes, signal_pid, stop_leftovers, wait_gone  # noqa: E402
+from tools.demo_procs import MARKER, marked_processes, signal_pid, stop_leftovers, wait_gone  # noqa: E402
+from tools.procs import free_port  # noqa: E402
 from tools.demo_show import (Cluster, DemoError, KubeletApi, Progress, Stop, phase, phase_line, ready,  # noqa: E402
                              rel, say, short_name, show_metrics, step)
 

@@ -4,54 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
+from tools.procs import free_port, processes_with, wait_until
 from vkcmd.kube.client import ApiError, KubeClient, path
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def run_marked_processes(marker_prefix: str = "") -> list[int]:
-    """Pids of live processes carrying a vkcmd run marker (optionally one whose id starts so)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            continue
-        for item in environ.split(b"\0"):
-            if item.startswith(b"VKCMD_RUN=") and item[10:].decode().startswith(marker_prefix):
-                found.append(int(entry))
-    return found
+    return wait_until(predicate, timeout, what, interval)
 
 
 class Node:
@@ -87,6 +54,10 @@ class Node:
         conditions = node.get("status", {}).get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and \
             not node["spec"].get("unschedulable")
+
+    def processes(self) -> list[int]:
+        """Live processes of this node's pods (the run marker plus this node's HOME)."""
+        return processes_with({"VKCMD_RUN": None, "HOME": str(self.home)})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

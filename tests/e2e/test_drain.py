@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.e2e.node import Node, container_state, pod_manifest, run_marked_processes, wait_for
+from tests.e2e.node import Node, container_state, pod_manifest, wait_for
 
 
 def _node_ready_condition(node):
@@ -30,7 +30,7 @@ def test_walltime_expiry_drains_pods_and_exits(control_plane, tmp_path, namespac
     assert (ready["status"], ready["reason"]) == ("False", "WalltimeExpired")
     assert obj["spec"]["unschedulable"] is True
     assert "from=Draining to=Expired" in node.log()
-    assert not [p for p in run_marked_processes() if _in(node, p)]
+    assert not node.processes()
 
 
 def test_second_sigterm_skips_the_grace_period(control_plane, tmp_path, namespace):
@@ -52,13 +52,4 @@ def test_second_sigterm_skips_the_grace_period(control_plane, tmp_path, namespac
         node.stop()
     pod = node.pod("stubborn", namespace)
     assert (pod["status"]["phase"], pod["status"]["reason"]) == ("Failed", "Shutdown")
-    assert not [p for p in run_marked_processes() if _in(node, p)]
-
-
-def _in(node, pid):
-    import os
-
-    try:
-        return os.readlink(f"/proc/{pid}/cwd").startswith(str(node.home))
-    except OSError:
-        return False
+    assert not node.processes()

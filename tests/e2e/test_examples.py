@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from tests.e2e.node import EXAMPLES, Node, container_state, run_marked_processes, wait_for
+from tests.e2e.node import EXAMPLES, Node, container_state, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_deployment_pods_run_ready_and_go_away_with_it(node, kubectl, namespace)
     assert wait_for(lambda: kubectl("get", "deploy", "ticker", "-n", namespace, "-o",
                                     "jsonpath={.status.readyReplicas}").stdout == "3", what="readyReplicas 3") or out
     uids = [p["metadata"]["uid"] for p in pods]
-    assert all(run_marked_processes() for _ in [0])  # the ticker scripts run
+    assert len(node.processes()) >= 3  # the ticker scripts run
     kubectl("delete", "deployment", "ticker", "-n", namespace, check=True)
     wait_for(lambda: not yaml.safe_load(kubectl("get", "pods", "-n", namespace, "-l", "app=ticker", "-o",
                                                 "yaml", check=True).stdout)["items"], timeout=40,

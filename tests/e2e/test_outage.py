@@ -50,8 +50,6 @@ def test_pods_survive_an_api_outage_and_status_converges(control_plane, tmp_path
 def test_sigterm_during_an_outage_still_ends_pods_and_exits(control_plane, tmp_path, namespace):
     import signal
 
-    from tests.e2e.node import run_marked_processes
-
     relay = Relay(control_plane.port)
     config = yaml.safe_load(open(control_plane.kubeconfig))
     config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
@@ -70,7 +68,7 @@ def test_sigterm_during_an_outage_still_ends_pods_and_exits(control_plane, tmp_p
         assert code == 0, node.log()
         assert time.monotonic() - started < 40
         assert "giving up on writing the final status" in node.log()
-        wait_for(lambda: not [p for p in run_marked_processes() if _pgid(p) == pgid], what="pod processes gone")
+        wait_for(lambda: not [p for p in node.processes() if _pgid(p) == pgid], what="pod processes gone")
         assert node.log().count("Retrying (Retry(") == 0
     finally:
         node.stop()

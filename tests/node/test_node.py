@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tools.procs import wait_until
 from vkcmd.kube.client import KubeClient, path
 from vkcmd.kube.node import DRAIN_ANNOTATION, DRAIN_TAINT, NodeConfig, NodeController
 from vkcmd.timefmt import parse_time
@@ -22,13 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(predicate, timeout, what, interval)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tools.procs import free_port, processes_with, wait_until  # noqa: E402
 from vkcmd.kube.client import ApiError, KubeClient, path  # noqa: E402
 
 TOLERATION = {"key": "virtual-kubelet.io/provider", "value": "mock", "effect": "NoSchedule"}
@@ -78,43 +78,10 @@ class Report:
 
 # --- processes -------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def marked_processes(home: str | Path | None = None) -> list[int]:
-    """Pids of live (non-zombie) processes carrying a VKCMD_RUN marker.
-
-    With ``home``, only those whose environment has ``HOME=<home>``: the pods of *our* node (vkcmd
-    passes its own environment on), never those of another vkcmd on the same machine.
-    """
-    found = []
-    wanted = f"HOME={home}".encode() if home is not None else None
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        items = environ.split(b"\0")
-        if state != "Z" and any(item.startswith(b"VKCMD_RUN=") for item in items) and \
-                (wanted is None or wanted in items):
-            found.append(int(entry))
-    return found
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """Pids of live processes carrying a VKCMD_RUN marker; with ``home``, only those whose environment
+    has ``HOME=<home>``: the pods of *our* node, never those of another vkcmd on the same machine."""
+    return processes_with({"VKCMD_RUN": None, **({"HOME": str(home)} if home is not None else {})})
 
 
 # --- the control plane in its own process ----------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .resources import RESOURCES, Resource, group_versions, groups
+from .resources import Resource, group_versions, groups
 
 GIT_VERSION = "v1.31.0-kubelite"
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"

@@ -65,6 +65,7 @@ class LogWatcher(Protocol):
     def watch(self, container_dir: str) -> None: ...
     def unwatch(self, container_dir: str) -> None: ...
     def rotate(self, container_dir: str) -> None: ...
+    def notify(self, container_dir: str) -> None: ...
 
 
 class PodManager:
@@ -292,6 +293,8 @@ class PodManager:
         container.machine.fire(CE.EXITED, reason=f"{report.reason} ({report.exit_code})")
         if self._metrics is not None:
             self._metrics.container_exited(report.reason)
+        if self._logs is not None and container.container_dir:
+            self._logs.notify(container.container_dir)  # a follower of its logs ends now, not at its next poll
         self._record_termination(record, container, report, now)
 
     def _record_termination(self, record: PodRecord, container: ContainerRecord, report: ExitReport | None,

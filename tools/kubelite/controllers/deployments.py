@@ -186,7 +186,7 @@ class DeploymentController:
             self._new_rs.pop(key, None)
             return
         meta, spec = dep["metadata"], dep.get("spec") or {}
-        ns, uid = meta.get("namespace", "default"), meta.get("uid")
+        uid = meta.get("uid")
         desired = int(spec.get("replicas", 1))
         template = spec.get("template") or {}
         digest = template_hash(template)
