@@ -30,6 +30,7 @@ class NodeBackend:
         self._runtime = runtime
         self._indexer = indexer
         self._boot = psutil.boot_time()
+        self._started: dict[str, tuple[str, float]] = {}  # pod uid -> (status.startTime, parsed)
 
     def list_pods(self) -> Sequence[Mapping[str, Any]]:
         return self._provider.pods()
@@ -39,23 +40,33 @@ class NodeBackend:
         host = self._runtime.node_usage()
         memory = psutil.virtual_memory()
         pods = []
+        started_cache, seen = self._started, set()
         for pod in self._provider.pods():
             meta, status = pod["metadata"], pod.get("status") or {}
+            uid = meta["uid"]
             containers = []
             for container in (pod.get("spec") or {}).get("containers") or []:
-                key = f"{meta['uid']}/{container['name']}"
+                key = f"{uid}/{container['name']}"
                 run = runs.get(key)
                 if run is None:
                     continue
                 containers.append(api.ContainerUsage(
-                    name=container["name"], run_id=key + f"@{run.started_at}", start_time=run.started_at,
-                    cpu_seconds=run.cpu_seconds, memory_working_set_bytes=run.memory_working_set_bytes,
-                    memory_rss_bytes=run.memory_rss_bytes, memory_usage_bytes=run.memory_rss_bytes,
-                    process_count=run.processes))
+                    container["name"], f"{key}@{run.started_at}", run.started_at, run.cpu_seconds,
+                    run.memory_working_set_bytes, run.memory_rss_bytes, run.memory_rss_bytes, run.processes,
+                    timestamp=run.timestamp))
             started = status.get("startTime")
-            pods.append(api.PodUsage(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
-                                     start_time=parse_time(started) if started else time.time(),
-                                     containers=tuple(containers)))
+            if started:
+                cached = started_cache.get(uid)
+                if cached is None or cached[0] != started:
+                    cached = started_cache[uid] = (started, parse_time(started))
+                seen.add(uid)
+                start_time = cached[1]
+            else:
+                start_time = time.time()
+            pods.append(api.PodUsage(meta["namespace"], meta["name"], uid, start_time, tuple(containers)))
+        if len(started_cache) > len(seen):
+            for uid in started_cache.keys() - seen:
+                del started_cache[uid]
         node = api.NodeUsage(start_time=self._boot, cpu_seconds=host.cpu_seconds,
                              memory_working_set_bytes=host.memory_working_set_bytes,
                              memory_rss_bytes=host.memory_working_set_bytes,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 from vkcmd.kubeletapi.backend import ContainerUsage, NodeUsage, PodUsage, UsageSnapshot
-from vkcmd.kubeletapi.summary import CpuRates, StatsSource, compute, rfc3339, to_json
+from vkcmd.kubeletapi.summary import CpuRates, StatsSource, compute, encode, rfc3339, to_json
 
 NODE = NodeUsage(start_time=1_700_000_000.0, cpu_seconds=5000.0, memory_working_set_bytes=2_000_000_000,
                  memory_rss_bytes=1_500_000_000, memory_usage_bytes=3_000_000_000,
@@ -99,3 +100,39 @@ def test_stats_source_measures_once_per_ttl():
     source.get()
     assert len(calls) == 2
     assert source.render("x", lambda s: object()) is not rendered[0]
+
+
+def test_encode_gives_the_bytes_of_json_dumps_of_to_json():
+    pods = (PodUsage("ns", 'we"ird\\ näme', "uid-1", 1_700_000_050.0,
+                     (container(limit=50_000_000), container("d\n", "r2", processes=3))),
+            PodUsage("ns", "empty", "uid-2", 1_700_000_060.0, ()))
+    stats = compute("node-ü", UsageSnapshot(1_700_000_200.0, NODE, pods), CpuRates())
+    assert encode(stats) == json.dumps(to_json(stats), separators=(",", ":")).encode()
+    assert json.loads(encode(stats)) == to_json(stats)
+
+
+def test_a_container_measured_by_an_earlier_scan_carries_that_scans_time():
+    rates = CpuRates()
+    scanned = ContainerUsage("c", "r1", 900.0, 2.0, 10, 10, 10, timestamp=995.0)
+    stats = compute("n", UsageSnapshot(1000.0, NODE, (PodUsage("ns", "p", "u", 900.0, (scanned,)),)), rates)
+    [pod] = stats.pods
+    assert pod.containers[0].usage.time == 995.0 and pod.usage.time == 995.0
+    assert stats.node.usage.time == 1000.0
+    assert pod.containers[0].usage.usage_nano_cores == 2 * 10**9 // 95  # since the start, to the scan
+
+
+def test_the_same_scan_served_twice_keeps_its_rate():
+    rates = CpuRates()
+
+    def at_scan(request_time, scan_time, cpu):
+        measured = ContainerUsage("c", "r1", 900.0, cpu, 10, 10, 10, timestamp=scan_time)
+        snap = UsageSnapshot(request_time, NODE, (PodUsage("ns", "p", "u", 900.0, (measured,)),))
+        return compute("n", snap, rates).pods[0].containers[0].usage
+
+    at_scan(1000.0, 1000.0, 2.0)
+    first = at_scan(1001.0, 1002.0, 3.0)                 # a new scan: 1 s of CPU in 2 s
+    again = at_scan(1002.1, 1002.0, 3.0)                 # no new scan since: the same answer
+    assert first.usage_nano_cores == again.usage_nano_cores == 500_000_000
+    assert again.usage_core_nano_seconds == 3_000_000_000 and again.time == 1002.0
+    later = at_scan(1003.2, 1004.0, 3.5)
+    assert later.usage_nano_cores == 250_000_000

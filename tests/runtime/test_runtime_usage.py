@@ -80,3 +80,47 @@ def test_cpu_limit_below_the_host_runs_nicer(rt):
     base = int(rt.out("p/none"))
     assert int(rt.out("p/big")) == base
     assert int(rt.out("p/small")) == min(19, base + nice_level(0.1, os.cpu_count()))
+
+
+def test_nobody_asking_means_no_full_scans(runtimes):
+    h = runtimes(usage_interval=0.2, usage_linger=0.6)
+    h.sh("p/c", "sleep 30")
+    time.sleep(1.0)                                      # ten periodic scans
+    assert h.rt.full_scans == 0                          # membership only: an idle node stays cheap
+    assert h.rt.usage()["p/c"].processes >= 1            # no snapshot yet: measured on this thread
+    assert h.rt.full_scans == 1
+    time.sleep(0.5)
+    assert h.rt.full_scans >= 2                          # asked lately: the scanner measures
+    time.sleep(1.0)                                      # the linger has passed since the last ask
+    settled = h.rt.full_scans
+    time.sleep(0.6)
+    assert h.rt.full_scans == settled
+    h.rt.kill_now("p/c")
+    h.exit()
+
+
+def test_usage_from_the_background_snapshot_is_monotonic_and_positive(runtimes):
+    h = runtimes(usage_interval=0.2)
+    h.sh("p/burn", f"{PYTHON} -c '{BURN.format(s=1.5)}'; sleep 30")
+    h.sh("p/idle", "sleep 30")
+    samples, stamps = [], []
+    first = h.rt.usage()                                 # the one scan on the caller's thread
+    scans = h.rt.full_scans
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        usage = h.rt.usage()
+        samples.append((usage["p/burn"].cpu_seconds, usage["p/idle"].cpu_seconds))
+        stamps.append(usage["p/burn"].timestamp)
+        time.sleep(0.03)
+    assert h.rt.full_scans - scans <= 20                 # the callers above never scanned: the scanner did
+    assert all(b >= a for a, b in zip(samples, samples[1:])), samples
+    assert all(idle > 0 for _, idle in samples)
+    assert samples[-1][0] > first["p/burn"].cpu_seconds + 0.5
+    # the time of each value is that of the scan that measured it, not of the call
+    assert len(set(stamps)) >= 5 and stamps == sorted(stamps)
+    assert all(t <= time.time() for t in stamps)
+    h.rt.kill_now("p/idle")
+    h.exit()
+    assert "p/idle" not in h.rt.usage()                  # an ended run leaves the snapshot at once
+    h.rt.kill_now("p/burn")
+    h.exit()

@@ -156,7 +156,7 @@ class Bench:
                 writer.write("x\n")
             process.wait()
             floor.append(time.perf_counter() - t0)
-        seen, finished_gap = [], []
+        seen = []
         for i in range(n):
             name = f"f2-{i:03d}"
             fifo = fifos / f"pod-{i}"

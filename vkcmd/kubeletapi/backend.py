@@ -102,6 +102,7 @@ class ContainerUsage:
     memory_usage_bytes: int  # rss plus what else the kernel charges (here: >= working set)
     process_count: int = 1
     memory_limit_bytes: int | None = None
+    timestamp: float | None = None  # unix seconds it was measured (its scan); None: the snapshot's taken_at
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ class NodeUsage:
 
 @dataclass(frozen=True)
 class UsageSnapshot:
-    """One scan of the process table: the node and every pod, all taken at ``taken_at``."""
+    """The node and every pod, taken at ``taken_at`` - except containers that carry the time of the
+    scan they come from (a background scan a little earlier)."""
 
     taken_at: float  # unix seconds
     node: NodeUsage
@@ -147,7 +149,8 @@ class Backend(Protocol):
         ...
 
     def usage(self) -> UsageSnapshot:
-        """Measure the node and its pods now (one scan; the server caches the result about a second)."""
+        """The node and its pods, measured now or by a recent background scan (each container's
+        ``timestamp`` says when); the server caches the result about a second."""
         ...
 
     def open_container_log(self, namespace: str, pod: str, container: str, options: LogOptions,

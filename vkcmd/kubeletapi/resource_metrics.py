@@ -11,6 +11,7 @@ kubelet emits them. Pure: :class:`~.summary.Stats` in, text out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 from vkcmd.kubeletapi.summary import NANO, Stats
@@ -24,6 +25,8 @@ def _escape(value: str) -> str:
 
 
 def _number(value: float) -> str:
+    if type(value) is int:
+        return str(value)
     if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
         return str(int(value))
     return repr(float(value))
@@ -38,10 +41,12 @@ def _family(name: str, kind: str, help_text: str) -> Iterator[str]:
     yield f"# TYPE {name} {kind}"
 
 
+@functools.lru_cache(maxsize=16384)  # the same containers in every scrape
 def _container_labels(container: str, pod: str, namespace: str) -> str:
     return f'{{container="{_escape(container)}",pod="{_escape(pod)}",namespace="{_escape(namespace)}"}}'
 
 
+@functools.lru_cache(maxsize=8192)
 def _pod_labels(pod: str, namespace: str) -> str:
     return f'{{pod="{_escape(pod)}",namespace="{_escape(namespace)}"}}'
 

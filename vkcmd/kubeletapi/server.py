@@ -367,7 +367,7 @@ def _stats_summary(handler: _Handler, path: str, query: str) -> int:
     if path not in ("/stats/summary", "/stats/summary/"):
         raise NotFound("404 page not found")
     stats = handler.server.owner.stats
-    body = stats.render("summary", lambda s: json.dumps(summary.to_json(s), separators=(",", ":")).encode())
+    body = stats.render("summary", summary.encode)
     return handler.send_bytes(body, _JSON)
 
 

@@ -4,7 +4,9 @@
 from pidfds), ``tracker`` (which processes are whose), ``usage`` and ``state`` (the records that let
 a restarted vkcmd re-adopt its runs) - and owns the two threads: the reaper, and the scanner, which
 scans the process table once per interval for all runs and runs the termination timers (SIGTERM,
-grace, SIGSTOP everything, SIGKILL everything), memory limits and leftover cleanup.
+grace, SIGSTOP everything, SIGKILL everything), memory limits and leftover cleanup - and, while
+someone asks for usage, the full usage scan (as the kubelet's cAdvisor housekeeping does), so that
+``usage()`` answers from the latest snapshot instead of scanning on the caller's thread.
 
 It knows runs by opaque keys; nothing here knows of pods, Kubernetes or HTTP. The scanner's work
 is in ``process_scan``, recovery after a restart in ``process_recover`` (both parts of ``Runtime``).
@@ -30,7 +32,7 @@ from vkcmd.runtime.reaper import ExitReport, Reaper
 from vkcmd.runtime.spawn import (LaunchError, LaunchSpec, RunInfo, Spawner, cloexec_inherited_fds,
                                  raise_nofile)
 from vkcmd.runtime.state import RunRecord, StateStore
-from vkcmd.runtime.tracker import Tracker
+from vkcmd.runtime.tracker import Snapshot, Tracker
 from vkcmd.runtime.usage import NodeUsage, Usage, memory_of, node_usage
 
 __all__ = ["Runtime", "Recovered"]
@@ -44,7 +46,9 @@ class Runtime(Recovery, ScanLoop):
     ``on_exit(ExitReport)`` is called from the reaper thread, after the exit is on disk; it must
     return quickly (enqueue). ``on_done(key)`` callbacks of ``terminate`` are called from the
     scanner thread. ``clock`` gives the wall-clock times of reports; ``scan_interval`` is how often
-    the process table is scanned (memory limits, escaped processes, leftovers); ``shell`` runs the
+    the process table is scanned (memory limits, escaped processes, leftovers); ``usage_interval``
+    is how often the scanner measures every run's usage while ``usage()`` has been called in the last
+    ``usage_linger`` seconds (not at all otherwise: an idle node stays cheap); ``shell`` runs the
     monitor; ``proc`` is the procfs root.
 
     Constructing has no side effects. ``start()`` creates the state dir, marks close-on-exec the
@@ -55,6 +59,7 @@ class Runtime(Recovery, ScanLoop):
 
     def __init__(self, state_dir: str | os.PathLike, *, on_exit: Callable[[ExitReport], None],
                  clock: Callable[[], float] = time.time, scan_interval: float = 1.0,
+                 usage_interval: float = 2.0, usage_linger: float = 60.0,
                  shell: str = "/bin/sh", proc: str = "/proc"):
         self._store = StateStore(state_dir)
         self._on_exit = on_exit
@@ -75,8 +80,13 @@ class Runtime(Recovery, ScanLoop):
         self._orphan_done: list[tuple[str, Callable[[str], None]]] = []
         self._sweep = False
         self._next_scan = 0.0
-        self._usage: dict[str, Usage] = {}
-        self._usage_at = float("-inf")
+        self._usage_interval = usage_interval
+        self._usage_linger = usage_linger
+        # older than this, usage() scans itself (the scanner is late, or was not asked to measure)
+        self._usage_stale = max(2 * usage_interval, usage_interval + 2 * scan_interval)
+        self._usage: dict[str, tuple[str, Usage]] = {}   # key -> (run id, usage) of the last full scan
+        self._usage_at = float("-inf")                   # time.monotonic() of that scan
+        self._usage_wanted_until = float("-inf")         # measure in the background until then
         self._scanner: threading.Thread | None = None
         self._stopping = False
 
@@ -207,26 +217,57 @@ class Runtime(Recovery, ScanLoop):
         return self._scan(stat_runs={run.run_id}).pids(run.run_id)
 
     def usage(self) -> dict[str, Usage]:
-        """Usage of every running run, by key, at most one scan interval old."""
+        """Usage of every running run, by key, from the scanner's latest snapshot (each ``Usage``
+        carries the wall time of its scan); a scan on the caller's thread only when there is no
+        recent one. Keeps the scanner measuring for the next ``usage_linger`` seconds."""
+        now = time.monotonic()
         with self._lock:
-            fresh = time.monotonic() - self._usage_at < self._interval
-            if fresh:
-                return dict(self._usage)
+            self._usage_wanted_until = now + self._usage_linger
+            if now - self._usage_at <= self._usage_stale:
+                return self._current_usage()
         return self.refresh()
 
     def refresh(self) -> dict[str, Usage]:
         """Scan now and return every running run's usage."""
-        snap = self._scan(full=True)
+        self._measure(self._scan(full=True))
         with self._lock:
+            return self._current_usage()
+
+    @property
+    def full_scans(self) -> int:
+        """Scans that measured every run (in the background or by ``refresh``), since start."""
+        return self._tracker.full_scans
+
+    def _measure(self, snap: Snapshot) -> None:
+        """Keep a full scan's usage of every running run as the latest snapshot."""
+        with self._lock:
+            if snap.taken_at < self._usage_at:
+                return                                   # a newer one is kept already
             usage = {}
             for run in self._by_key.values():
                 members = snap.members.get(run.run_id)
                 if not run.leader_alive or not members or run.info is None:
                     continue
                 rss, ws = memory_of(members)
-                usage[run.key] = Usage(run.cpu.value, rss, ws, len(members), run.info.started_at, snap.wall)
+                usage[run.key] = (run.run_id, Usage(run.cpu.value, rss, ws, len(members),
+                                                    run.info.started_at, snap.wall))
             self._usage, self._usage_at = usage, snap.taken_at
-            return dict(usage)
+
+    def _current_usage(self) -> dict[str, Usage]:
+        """(lock held) The snapshot's usage of the runs that are still the current, living ones."""
+        by_key = self._by_key
+        out = {}
+        for key, (run_id, usage) in self._usage.items():
+            run = by_key.get(key)
+            if run is not None and run.run_id == run_id and run.leader_alive:
+                out[key] = usage
+        return out
+
+    def _usage_due(self, now: float) -> bool:
+        """(lock held) Should this periodic scan measure usage? While wanted, every ``usage_interval``
+        (a periodic scan less than half a scan interval early counts as on time)."""
+        return (now < self._usage_wanted_until
+                and now - self._usage_at >= self._usage_interval - self._interval / 2)
 
     def node_usage(self) -> NodeUsage:
         return node_usage()

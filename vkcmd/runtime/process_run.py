@@ -28,7 +28,8 @@ class Run:
     term_pending: bool = False      # SIGTERM still to send
     termed: bool = False
     term_ticks: int | None = None   # clock ticks since boot when the SIGTERM went out
-    late_termed: bool = False       # the command, born after the SIGTERM, was given its own
+    unstarted: set = field(default_factory=set)  # (pid, start) of monitor forks not exec'd at SIGTERM
+    no_command: bool = False        # the monitor had no child yet at SIGTERM
     kill_deadline: float | None = None   # monotonic time of the SIGSTOP/SIGKILL sweep
     kill_reason: str | None = None
     done_cbs: list = field(default_factory=list)

@@ -3,7 +3,9 @@
 One scan of the process table per interval for all runs, plus scans on demand. It sends the
 SIGTERM of a termination, runs the grace timers (one heap, one condition: no thread per run), stops
 and kills whatever is left (SIGSTOP every process, re-scan until no new one appears, SIGKILL all),
-enforces memory limits, kills what an ended run left behind, and calls the done callbacks.
+enforces memory limits, kills what an ended run left behind, and calls the done callbacks. While
+someone asks for usage, a periodic scan reads every member once per usage interval and keeps the
+result as the usage snapshot.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class ScanLoop:
 
     def _cycle(self, periodic: bool) -> None:
         now = time.monotonic()
+        ticks = _ticks_now()  # before the scan: a fork made after the scan counts as born after the TERM
         with self._lock:
             runs = [r for r in self._by_id.values() if not r.starting]
             to_term = [r for r in runs if r.term_pending and r.leader_alive]
@@ -96,7 +99,10 @@ class ScanLoop:
             # runs being ended or waited for: read their members, so that zombies count as gone
             ending = {r.run_id for r in runs if r.term_pending or r.kill_deadline is not None
                       or r.done_cbs or not r.leader_alive}
-        snap = self._scan(stat_runs=ending, mem_runs=mem_runs)
+            measure = periodic and self._usage_due(now)
+        snap = self._scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
+        if measure:
+            self._measure(snap)
         with self._lock:
             for r in to_term:
                 r.term_pending, r.termed = False, True
@@ -116,24 +122,42 @@ class ScanLoop:
                 r.kill_deadline = None
                 r.sweeps += 1
         for r in to_term:
-            r.term_ticks = _ticks_now()
+            r.term_ticks = ticks
             self._signal_run(r, snap, signal.SIGTERM)
+            self._note_unstarted_commands(r, snap)
         self._term_late_commands(snap)
         if to_kill:
             snap = self._stop_and_kill(to_kill, snap)
         self._finish(snap)
 
+    def _note_unstarted_commands(self, run: Run, snap: Snapshot) -> None:
+        """Right after a run's SIGTERM: remember the monitor's children that had not exec'd the
+        command yet (a fork still running the monitor's own code), or none at all."""
+        leader = _cmdline(run.pid)
+        children = [p for p in snap.members.get(run.run_id, ()) if p.ppid == run.pid]
+        run.unstarted = {(p.pid, p.start) for p in children if _cmdline(p.pid) == leader}
+        run.no_command = not children
+
     def _term_late_commands(self, snap: Snapshot) -> None:
-        """A SIGTERM sent while the monitor was still starting its command reached only the monitor:
-        the command (the monitor's child) born after it gets its own, once."""
+        """A SIGTERM that reached the monitor's fork before it exec'd the command can be lost (the
+        fork resets the monitor's traps, dropping a signal it had caught), and one sent before the
+        fork existed reaches only the monitor: such a command gets its own SIGTERM, once, when it
+        has started."""
         with self._lock:
-            waiting = [r for r in self._by_id.values()
-                       if r.termed and not r.late_termed and r.term_ticks is not None and r.leader_alive]
+            waiting = [r for r in self._by_id.values() if r.termed and r.leader_alive and r.term_ticks is not None
+                       and (r.unstarted or r.no_command)]
         for run in waiting:
+            leader = _cmdline(run.pid)
             for p in snap.members.get(run.run_id, ()):
-                if p.ppid == run.pid and p.start >= run.term_ticks:
-                    run.late_termed = True
+                if p.ppid != run.pid:
+                    continue
+                born_after = run.no_command and p.start >= run.term_ticks
+                if (born_after or (p.pid, p.start) in run.unstarted) and _cmdline(p.pid) != leader:
+                    run.unstarted.discard((p.pid, p.start))
+                    run.no_command = False
                     _kill(p.pid, signal.SIGTERM)
+            live = {(p.pid, p.start) for p in snap.members.get(run.run_id, ())}
+            run.unstarted &= live
 
     def _signal_run(self, run: Run, snap: Snapshot, sig: int) -> None:
         """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
@@ -224,3 +248,12 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def _ticks_now() -> int:
     """Clock ticks since boot, the unit of a process's start time in /proc/<pid>/stat."""
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _CLOCK_TICKS)
+
+
+def _cmdline(pid: int) -> bytes:
+    """The raw command line of ``pid`` (b"" when gone): a fork that has not exec'd yet has its parent's."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""

@@ -11,18 +11,25 @@ once per process, and only when nothing else attributed it.
 Cost: a scan lists /proc and reads the stat file of new pids only. Members' statistics are read
 only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
 not a member: nobody in the run will reap it and fold its CPU time into their own), whose stat is
-read at every scan so that their CPU is not lost when they end.
+read at every scan so that their CPU is not lost when they end. A member's stat and statm are read
+through fds kept open on them (``pread``: no open/close per read, and a read fails once the process
+is gone, so a reused pid is never read in its place); at most ``fd_share`` of vkcmd's fd limit is
+kept so, beyond it members are read with open/read/close.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from vkcmd.runtime.process_stat import Stat, parse_statm, read_marker, read_stat
+from vkcmd.runtime.process_stat import Stat, parse_stat, parse_statm, read_marker, read_stat
+
+#: fds vkcmd's limit keeps for everything else (pidfds, sockets, log files, inotify) before the tracker.
+_FD_RESERVE = 1024
 
 
 @dataclass(slots=True, eq=False)
@@ -37,6 +44,7 @@ class Proc:
     cpu_ticks: int
     rss_pages: int
     anon_pages: int = 0
+    stat_fd: int = -1
     mem_fd: int = -1
 
 
@@ -55,14 +63,20 @@ class Snapshot:
 
 
 class Tracker:
-    def __init__(self, proc: str = "/proc"):
+    """``fd_share``: the part of vkcmd's RLIMIT_NOFILE (as it is at the first scan, after the runtime
+    raised it), less a reserve, that fds kept on members' stat and statm files may take."""
+
+    def __init__(self, proc: str = "/proc", *, fd_share: float = 0.5):
         self.proc = proc
         self._lock = threading.Lock()
         self._members: dict[int, Proc] = {}
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
-        self._fds_ok = True
+        self._fd_share = fd_share
+        self._fd_budget: int | None = None           # fds the tracker may keep open (set at the first scan)
+        self._fds = 0                                # fds kept open now
         self._self = os.getpid()
+        self.full_scans = 0                          # scans that read every member (``full``)
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
              stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
@@ -72,6 +86,12 @@ class Tracker:
         processes are wanted (live and ended ones). Reads stat of the members of ``stat_runs``,
         statm of the members of ``mem_runs``, both for every member when ``full``."""
         with self._lock:
+            if self._fd_budget is None:
+                soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                soft = soft if soft != resource.RLIM_INFINITY else 1 << 20
+                self._fd_budget = max(0, int((soft - _FD_RESERVE) * self._fd_share))
+            if full:
+                self.full_scans += 1
             snap = Snapshot(time.monotonic(), time.time(), known=known)
             try:
                 names = os.listdir(self.proc)
@@ -96,6 +116,11 @@ class Tracker:
         the last scan)."""
         with self._lock:
             return {m for m in self._marked.values() if m.startswith(prefix)}
+
+    @property
+    def open_fds(self) -> int:
+        """fds kept open on members' stat and statm files now."""
+        return self._fds
 
     def forget_all(self) -> None:
         with self._lock:
@@ -168,7 +193,7 @@ class Tracker:
                 continue
             orphan = p.ppid not in self._members and not (p.pid == p.sid and p.sid in live_sids)
             if full or run in stat_runs or orphan:
-                st = read_stat(pid, self.proc)
+                st = self._stat(p)
                 if st is None or st.start != p.start or st.state == "Z":
                     self._vanish(self._members.pop(pid), snap)
                     if st is not None and st.start == p.start:
@@ -185,23 +210,51 @@ class Tracker:
                 p.rss_pages, p.anon_pages = mem
             members.setdefault(run, []).append(p)
 
-    def _statm(self, p: Proc) -> tuple[int, int] | None:
-        """statm through an fd kept open on the process: cheap to re-read, and a read fails once
-        the process is gone, so a reused pid is never read in its place."""
-        if p.mem_fd < 0 and self._fds_ok:
+    def _keep_fd(self, p: Proc, name: str) -> int:
+        """An fd kept open on the member's /proc file ``name``; -1 when the budget is spent (or the
+        open failed for want of fds: the budget shrinks to what is open); raises FileNotFoundError
+        when the process is gone."""
+        if self._fds >= self._fd_budget:
+            return -1
+        try:
+            fd = os.open(f"{self.proc}/{p.pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            raise FileNotFoundError(p.pid) from None
+        except OSError:
+            self._fd_budget = self._fds        # EMFILE, ENFILE: keep no more
+            return -1
+        self._fds += 1
+        return fd
+
+    def _stat(self, p: Proc) -> Stat | None:
+        """The member's stat, through its kept fd when it has (or can get) one."""
+        if p.stat_fd < 0:
             try:
-                p.mem_fd = os.open(f"{self.proc}/{p.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+                p.stat_fd = self._keep_fd(p, "stat")
             except FileNotFoundError:
                 return None
-            except OSError:
-                self._fds_ok = False       # out of fds: fall back to open/read/close
+            if p.stat_fd < 0:
+                return read_stat(p.pid, self.proc)
+        try:
+            data = os.pread(p.stat_fd, 1024, 0)
+            return parse_stat(p.pid, data) if data else None
+        except (OSError, ValueError, IndexError):      # ESRCH: the process is gone (and reaped)
+            return None
+
+    def _statm(self, p: Proc) -> tuple[int, int] | None:
+        """(resident, anonymous) pages from statm, through its kept fd when it has (or can get) one."""
+        if p.mem_fd < 0:
+            try:
+                p.mem_fd = self._keep_fd(p, "statm")
+            except FileNotFoundError:
+                return None
         try:
             if p.mem_fd >= 0:
                 data = os.pread(p.mem_fd, 256, 0)
             else:
                 with open(f"{self.proc}/{p.pid}/statm", "rb") as f:
                     data = f.read()
-                st = read_stat(p.pid, self.proc)
+                st = read_stat(p.pid, self.proc)       # the same process still (not a reused pid)?
                 if st is None or st.start != p.start:
                     return None
             return parse_statm(data) if data else None
@@ -212,8 +265,9 @@ class Tracker:
         self._close(p)
         snap.vanished.setdefault(p.run_id, []).append(p)
 
-    @staticmethod
-    def _close(p: Proc) -> None:
-        if p.mem_fd >= 0:
-            os.close(p.mem_fd)
-            p.mem_fd = -1
+    def _close(self, p: Proc) -> None:
+        for fd in (p.stat_fd, p.mem_fd):
+            if fd >= 0:
+                os.close(fd)
+                self._fds -= 1
+        p.stat_fd = p.mem_fd = -1
