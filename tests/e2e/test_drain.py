@@ -18,6 +18,8 @@ def test_walltime_expiry_drains_pods_and_exits(control_plane, tmp_path, namespac
     try:
         manifest = pod_manifest("worker", ["sleep", "1000"], terminationGracePeriodSeconds=2)
         node.create(manifest, namespace)
+        node.create(pod_manifest("done-before", ["true"]), namespace)
+        node.wait_phase("done-before", phases=("Succeeded",), namespace=namespace)
         node.wait_phase("worker", phases=("Running",), namespace=namespace)
         code = node.process.wait(timeout=30)
         assert code == 0, node.log()
@@ -25,6 +27,8 @@ def test_walltime_expiry_drains_pods_and_exits(control_plane, tmp_path, namespac
         node.stop()
     pod = node.pod("worker", namespace)
     assert (pod["status"]["phase"], pod["status"]["reason"]) == ("Failed", "WalltimeExpired")
+    finished = node.pod("done-before", namespace)["status"]
+    assert finished["phase"] == "Succeeded" and not finished.get("reason")  # history is not rewritten
     assert container_state(pod)["state"]["terminated"]["reason"] in ("WalltimeExpired", "Error")
     ready, obj = _node_ready_condition(node)
     assert (ready["status"], ready["reason"]) == ("False", "WalltimeExpired")

@@ -215,6 +215,8 @@ class PodManager:
             records = list(self._records.values())
         for record in records:
             with self._lock:
+                if record.finished and record.ending is None:
+                    continue  # already terminal (Succeeded/Failed): a drain does not rewrite history
                 if record.ending is None or not record.ending.delete:
                     record.ending = Ending(reason, message, 0.0 if fast else _grace(record.pod), "Failed",
                                            delete=False)
