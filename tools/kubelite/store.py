@@ -239,11 +239,7 @@ class Store:
         """
         b = self._bucket(key)
         with self._lock:
-            cur = b.objects.get((namespace, name))
-            if cur is None:
-                raise errors.not_found(resource or key, name, group)
-            if expect_rv is not None and cur.rv != expect_rv:
-                raise errors.conflict(resource or key, name, errors.STALE, group)
+            cur = self._current(b, key, namespace, name, expect_rv, resource, group)
             meta = obj.setdefault("metadata", {})
             old_meta = cur.obj["metadata"]
             meta["name"], meta["uid"] = name, old_meta["uid"]
@@ -255,16 +251,23 @@ class Store:
                 meta["generation"] = gen + 1 if _spec_part(obj) != _spec_part(cur.obj) else gen
             return self._commit(b, "MODIFIED", namespace, name, obj, cur.obj)
 
+    @staticmethod
+    def _current(b, key: str, namespace: str, name: str, expect_rv: int | None, resource: str | None,
+                 group: str) -> Entry:
+        """(lock held) The stored entry, checked: 404 when absent, 409 when ``expect_rv`` is stale."""
+        cur = b.objects.get((namespace, name))
+        if cur is None:
+            raise errors.not_found(resource or key, name, group)
+        if expect_rv is not None and cur.rv != expect_rv:
+            raise errors.conflict(resource or key, name, errors.STALE, group)
+        return cur
+
     def remove(self, key: str, namespace: str, name: str, *, expect_rv: int | None = None,
                final: dict | None = None, resource: str | None = None, group: str = "") -> Entry:
         """Delete now; the DELETED event carries the object (or ``final``) at a new resourceVersion."""
         b = self._bucket(key)
         with self._lock:
-            cur = b.objects.get((namespace, name))
-            if cur is None:
-                raise errors.not_found(resource or key, name, group)
-            if expect_rv is not None and cur.rv != expect_rv:
-                raise errors.conflict(resource or key, name, errors.STALE, group)
+            cur = self._current(b, key, namespace, name, expect_rv, resource, group)
             obj = final if final is not None else json.loads(cur.raw)
             return self._commit(b, "DELETED", namespace, name, obj, cur.obj)
 
