@@ -8,9 +8,11 @@ vkcmd passes its own environment to the processes of its pods, and the runtime a
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condit
             return last
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def kill_groups(processes: Iterable[subprocess.Popen]) -> None:
+    """SIGKILL the session (process group) of each process started with ``start_new_session``, and reap it."""
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()

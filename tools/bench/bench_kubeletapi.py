@@ -19,7 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import ssl
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 
+from tools.procs import kill_groups
 from vkcmd.kubeletapi import resource_metrics, summary, tls
 from vkcmd.kubeletapi.auth import Authenticator, Authorizer
 from vkcmd.kubeletapi.backend import ContainerUsage, LogOptions, NodeUsage, PodUsage, UsageSnapshot
@@ -171,12 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
         return 0
     finally:
-        for process in processes:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+        kill_groups(processes)
 
 
 if __name__ == "__main__":

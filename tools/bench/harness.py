@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tools.procs import free_port, processes_with, wait_until  # noqa: E402
+from tools.procs import free_port, kill_groups, processes_with, wait_until  # noqa: E402
 from vkcmd.kube.client import ApiError, KubeClient, path  # noqa: E402
 
 TOLERATION = {"key": "virtual-kubelet.io/provider", "value": "mock", "effect": "NoSchedule"}
@@ -450,13 +450,7 @@ def floor_spawn(n: int, argv: list[str]) -> tuple[list[float], list[subprocess.P
     return times, processes
 
 
-def kill_all(processes: Iterable[subprocess.Popen]) -> None:
-    for process in processes:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+kill_all = kill_groups  # the bench's name for it
 
 
 def main(argv: list[str] | None = None) -> int:
