@@ -34,6 +34,7 @@ log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
 CONFIG_RETRY = 10.0  # seconds between retries of a container waiting on a config error
+SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
@@ -105,7 +106,7 @@ class PodManager:
         self._recovered = {r.key: r for r in self._runtime.recover()}
         if self._recovered:
             log.info("found %d run(s) from before the restart", len(self._recovered))
-        self._threads = run_workers(self._queue, self._sync, self._workers)
+        self._threads = run_workers(self._queue, self._sync_or_retry, self._workers)
 
     def stop(self) -> None:
         """Stop the workers; processes keep running (vkcmd may be restarting)."""
@@ -239,6 +240,18 @@ class PodManager:
                        for r in self._records.values())
 
     # --- the sync ---------------------------------------------------------------------------
+
+    def _sync_or_retry(self, uid: str) -> None:
+        """A sync that fails unexpectedly is reported on the pod and retried; the node carries on."""
+        try:
+            self._sync(uid)
+        except Exception as error:
+            log.exception("syncing pod %s failed; retrying in %.0fs", uid, SYNC_RETRY)
+            with self._lock:
+                record = self._records.get(uid)
+            if record is not None and not record.removed:
+                self._sink.event(record.pod, WARNING, "FailedSync", f"error syncing pod: {error}")
+            self._queue.add_after(uid, SYNC_RETRY)
 
     def _sync(self, uid: str) -> None:
         with self._lock:
@@ -438,10 +451,11 @@ class PodManager:
             staged = stage_container(record.pod, container.spec, self._workspace, self._resolver,
                                      home=self._home, base_env=self._base_env)
         except ConfigError as error:
-            container.machine.fire(CE.CONFIG_ERROR, reason=error.message)
-            container.waiting_reason, container.waiting_message = error.reason, error.message
-            self._sink.event(record.pod, WARNING, "Failed", f"Error: {error.message}", container.name)
-            self._queue.add_after(record.uid, CONFIG_RETRY)
+            self._wait_and_retry(record, container, error.reason, error.message)
+            return
+        except Exception as error:  # an unexpected failure (a cache, the disk): the container waits, retried
+            log.exception("staging %s failed", container.machine.id)
+            self._wait_and_retry(record, container, "CreateContainerError", str(error))
             return
         for event in staged.events:
             self._sink.event(record.pod, WARNING, event.reason, event.message, container.name)
@@ -556,6 +570,13 @@ class PodManager:
         grace = spec.get("terminationGracePeriodSeconds")
         self._runtime.terminate(container.key, float(grace) if grace is not None else _grace(record.pod))
 
+    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str) -> None:
+        """Staging failed: the container waits with ``reason`` and is staged again later."""
+        container.machine.fire(CE.CONFIG_ERROR, reason=message)
+        container.waiting_reason, container.waiting_message = reason, message
+        self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
+        self._queue.add_after(record.uid, CONFIG_RETRY)
+
     def _publish(self, record: PodRecord, now: float) -> None:
         if record.removed:
             return
@@ -570,9 +591,14 @@ class PodManager:
                             phase=phase)
         with self._lock:
             changed = status != record.status
-            record.status = status
+            previous, record.status = record.status, status
         if changed:
-            self._sink.status_changed(record.uid)
+            try:
+                self._sink.status_changed(record.uid)
+            except Exception:
+                with self._lock:
+                    record.status = previous  # so that the retried sync announces it again
+                raise
             if status["phase"] == "Running" and not record.start_observed and self._metrics is not None:
                 record.start_observed = True
                 created = record.pod["metadata"].get("creationTimestamp")

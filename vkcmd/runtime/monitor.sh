@@ -11,8 +11,9 @@
 # is not passed on (sh runs no trap while a foreground command runs). vkcmd signals every process
 # of a run; by hand, signal the group: kill -TERM -- -PGID.
 # A signal that arrives before the command exists is remembered and delivered to it as soon as it
-# would (the subshell ends as the signal would have ended it: status 128+n), so an early SIGTERM is
-# not lost. A signal landing in the microseconds between the fork and the subshell's trap reset is.
+# would (the subshell ends as the signal would have ended it: status 128+n). A signal landing in
+# the instant between the fork and the subshell's trap reset would still be lost, so vkcmd holds a
+# run's SIGTERM back until its command has started (runtime/process_scan.py).
 _vkcmd_sig=
 for _vkcmd_s in HUP INT QUIT TERM USR1 USR2; do
     trap "_vkcmd_sig=$_vkcmd_s" "$_vkcmd_s"

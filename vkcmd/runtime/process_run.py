@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from vkcmd.runtime.reaper import ExitReport
@@ -27,9 +28,7 @@ class Run:
     silent: bool = False            # forgotten while running: no exit report
     term_pending: bool = False      # SIGTERM still to send
     termed: bool = False
-    term_ticks: int | None = None   # clock ticks since boot when the SIGTERM went out
-    unstarted: set = field(default_factory=set)  # (pid, start) of monitor forks not exec'd at SIGTERM
-    no_command: bool = False        # the monitor had no child yet at SIGTERM
+    launched_at: float = field(default_factory=time.monotonic)  # a SIGTERM waits for the command at most a while
     kill_deadline: float | None = None   # monotonic time of the SIGSTOP/SIGKILL sweep
     kill_reason: str | None = None
     done_cbs: list = field(default_factory=list)

@@ -90,7 +90,6 @@ class ScanLoop:
 
     def _cycle(self, periodic: bool) -> None:
         now = time.monotonic()
-        ticks = _ticks_now()  # before the scan: a fork made after the scan counts as born after the TERM
         with self._lock:
             runs = [r for r in self._by_id.values() if not r.starting]
             to_term = [r for r in runs if r.term_pending and r.leader_alive]
@@ -103,7 +102,14 @@ class ScanLoop:
         snap = self._scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
         if measure:
             self._measure(snap)
+        # A SIGTERM is held back until the run's command exists: sent while the monitor is still
+        # starting it, it reaches only the monitor, or the monitor's fork in the instant after the
+        # fork and before its traps are reset, and is lost there.
+        held = [r for r in to_term if not _command_started(r, snap) and now - r.launched_at < _TERM_HOLD_MAX]
+        to_term = [r for r in to_term if r not in held]
         with self._lock:
+            if held:
+                self._sweep = True  # look again at once (the loop re-scans only the runs being ended)
             for r in to_term:
                 r.term_pending, r.termed = False, True
             for run_id in mem_runs:
@@ -122,42 +128,12 @@ class ScanLoop:
                 r.kill_deadline = None
                 r.sweeps += 1
         for r in to_term:
-            r.term_ticks = ticks
             self._signal_run(r, snap, signal.SIGTERM)
-            self._note_unstarted_commands(r, snap)
-        self._term_late_commands(snap)
+        if held:
+            time.sleep(_TERM_HOLD_RECHECK)
         if to_kill:
             snap = self._stop_and_kill(to_kill, snap)
         self._finish(snap)
-
-    def _note_unstarted_commands(self, run: Run, snap: Snapshot) -> None:
-        """Right after a run's SIGTERM: remember the monitor's children that had not exec'd the
-        command yet (a fork still running the monitor's own code), or none at all."""
-        leader = _cmdline(run.pid)
-        children = [p for p in snap.members.get(run.run_id, ()) if p.ppid == run.pid]
-        run.unstarted = {(p.pid, p.start) for p in children if _cmdline(p.pid) == leader}
-        run.no_command = not children
-
-    def _term_late_commands(self, snap: Snapshot) -> None:
-        """A SIGTERM that reached the monitor's fork before it exec'd the command can be lost (the
-        fork resets the monitor's traps, dropping a signal it had caught), and one sent before the
-        fork existed reaches only the monitor: such a command gets its own SIGTERM, once, when it
-        has started."""
-        with self._lock:
-            waiting = [r for r in self._by_id.values() if r.termed and r.leader_alive and r.term_ticks is not None
-                       and (r.unstarted or r.no_command)]
-        for run in waiting:
-            leader = _cmdline(run.pid)
-            for p in snap.members.get(run.run_id, ()):
-                if p.ppid != run.pid:
-                    continue
-                born_after = run.no_command and p.start >= run.term_ticks
-                if (born_after or (p.pid, p.start) in run.unstarted) and _cmdline(p.pid) != leader:
-                    run.unstarted.discard((p.pid, p.start))
-                    run.no_command = False
-                    _kill(p.pid, signal.SIGTERM)
-            live = {(p.pid, p.start) for p in snap.members.get(run.run_id, ())}
-            run.unstarted &= live
 
     def _signal_run(self, run: Run, snap: Snapshot, sig: int) -> None:
         """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
@@ -242,14 +218,6 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _ticks_now() -> int:
-    """Clock ticks since boot, the unit of a process's start time in /proc/<pid>/stat."""
-    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _CLOCK_TICKS)
-
-
 def _cmdline(pid: int) -> bytes:
     """The raw command line of ``pid`` (b"" when gone): a fork that has not exec'd yet has its parent's."""
     try:
@@ -257,3 +225,19 @@ def _cmdline(pid: int) -> bytes:
             return handle.read()
     except OSError:
         return b""
+
+
+#: How long a SIGTERM may wait for the run's command to start (then it goes out regardless).
+_TERM_HOLD_MAX = 5.0
+#: How soon a held SIGTERM is looked at again.
+_TERM_HOLD_RECHECK = 0.01
+
+
+def _command_started(run: Run, snap: Snapshot) -> bool:
+    """Whether the monitor of ``run`` has a child that runs the command (its command line is no
+    longer the monitor's own, as it is in the fork before ``exec``); also True once the monitor is
+    gone or has no command line to compare."""
+    leader = _cmdline(run.pid)
+    if not leader:
+        return True
+    return any(p.ppid == run.pid and _cmdline(p.pid) not in (b"", leader) for p in snap.members.get(run.run_id, ()))
