@@ -64,12 +64,14 @@ def test_sigterm_during_an_outage_still_ends_pods_and_exits(control_plane, tmp_p
         relay.cut()
         started = time.monotonic()
         node.process.send_signal(signal.SIGTERM)
-        code = node.process.wait(timeout=60)
+        code = node.process.wait(timeout=90)
+        elapsed = time.monotonic() - started
         assert code == 0, node.log()
-        assert time.monotonic() - started < 40
-        assert "giving up on writing the final status" in node.log()
+        # it must not hang: the grace of a process that ends on SIGTERM, then 15 s of patience
+        assert elapsed < 60, f"exit took {elapsed:.1f}s:\n{node.log()[-3000:]}"
+        assert "giving up on writing the final status" in node.log(), node.log()[-3000:]
         wait_for(lambda: not [p for p in node.processes() if _pgid(p) == pgid], what="pod processes gone")
-        assert node.log().count("Retrying (Retry(") == 0
+        assert node.log().count("Retrying (Retry(") == 0, node.log()[-3000:]
     finally:
         node.stop()
         relay.stop()

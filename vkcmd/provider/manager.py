@@ -24,9 +24,10 @@ from vkcmd.machines import ContainerEvent as CE, ContainerState as CS
 from vkcmd.pods import ConfigError, Resolver, Workspace, stage_container
 from vkcmd.pods.podstatus import Termination, pod_status
 from vkcmd.pods.restart import crashes_after_run, restart_delay, should_restart
-from vkcmd.provider.records import ContainerRecord, Ending, PodRecord, new_record
+from vkcmd.provider.probing import ProbeMixin
+from vkcmd.provider.records import ContainerRecord, Ending, PodRecord, grace_period, new_record
 from vkcmd.runtime import ExitReport, LaunchError, LaunchSpec, Recovered, Runtime
-from vkcmd.runtime.probes import ProbeResult, ProbeRunner
+from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
 from vkcmd.workqueue import WorkQueue, run_workers
 
@@ -69,7 +70,7 @@ class LogWatcher(Protocol):
     def notify(self, container_dir: str) -> None: ...
 
 
-class PodManager:
+class PodManager(ProbeMixin):
     """Drives every pod bound to this node. Construct, :meth:`start`, feed, :meth:`stop`."""
 
     def __init__(self, runtime: Runtime, workspace: Workspace, resolver: Resolver, sink: PodSink, *,
@@ -208,7 +209,7 @@ class PodManager:
 
     def max_grace_period(self) -> float:
         with self._lock:
-            return max((_grace(r.pod) for r in self._records.values()), default=0.0)
+            return max((grace_period(r.pod) for r in self._records.values()), default=0.0)
 
     def end_all(self, reason: str, message: str, fast: bool) -> None:
         """Terminate every pod (grace unless ``fast``); each ends Failed with ``reason``."""
@@ -219,7 +220,7 @@ class PodManager:
                 if record.finished and record.ending is None:
                     continue  # already terminal (Succeeded/Failed): a drain does not rewrite history
                 if record.ending is None or not record.ending.delete:
-                    record.ending = Ending(reason, message, 0.0 if fast else _grace(record.pod), "Failed",
+                    record.ending = Ending(reason, message, 0.0 if fast else grace_period(record.pod), "Failed",
                                            delete=False)
             self._queue.add(record.uid)
 
@@ -353,7 +354,9 @@ class PodManager:
         meta, spec = pod["metadata"], pod.get("spec") or {}
         deleting = bool(meta.get("deletionTimestamp")) or record.removed
         if deleting and (record.ending is None or not record.ending.delete):
-            grace = float(meta.get("deletionGracePeriodSeconds", _grace(pod))) if not record.removed else _grace(pod)
+            grace = grace_period(pod)
+            if not record.removed:
+                grace = float(meta.get("deletionGracePeriodSeconds", grace))
             previous = record.ending
             record.ending = Ending(previous.reason if previous else "", previous.message if previous else "",
                                    min(grace, previous.grace) if previous else grace,
@@ -370,7 +373,7 @@ class PodManager:
             remaining = record.start_time + float(deadline) - now
             if remaining <= 0:
                 record.deadline_done = True
-                record.ending = Ending(DEADLINE_REASON, DEADLINE_MESSAGE, _grace(pod), "Failed", delete=False)
+                record.ending = Ending(DEADLINE_REASON, DEADLINE_MESSAGE, grace_period(pod), "Failed", delete=False)
                 self._sink.event(pod, NORMAL, DEADLINE_REASON, DEADLINE_MESSAGE)
             else:
                 self._queue.add_after(record.uid, remaining)
@@ -493,83 +496,6 @@ class PodManager:
         self._sink.event(record.pod, NORMAL, "Created", f"Created container {container.name}", container.name)
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
 
-    # --- probes -----------------------------------------------------------------------------
-
-    def _run_probes(self, record: PodRecord, now: float) -> None:
-        """Start the probes that are due; come back when the next one is."""
-        if self._probes is None:
-            return
-        soonest = None
-        for container in record.containers():
-            if container.state is not CS.RUNNING or not container.probes:
-                continue
-            for kind, state in container.probes.items():
-                if kind != "startup" and not container.started_ok:
-                    continue  # liveness and readiness wait for the startup probe
-                if kind == "startup" and container.started_ok:
-                    continue
-                spec = container.probe_spec(kind) or {}
-                if not state.in_flight and now >= state.next_at:
-                    self._start_probe(record, container, kind, spec)
-                    state.in_flight = True
-                    state.next_at = now + float(spec.get("periodSeconds") or 10)
-                soonest = state.next_at if soonest is None else min(soonest, state.next_at)
-        if soonest is not None:
-            self._queue.add_after(record.uid, max(0.0, soonest - now))
-
-    def _start_probe(self, record: PodRecord, container: ContainerRecord, kind: str, spec: dict[str, Any]) -> None:
-        command = (spec.get("exec") or {}).get("command")
-        uid, key, run_id = record.uid, container.key, container.run_id
-
-        def done(result: ProbeResult) -> None:
-            with self._lock:
-                target = self._records.get(uid)
-                if target is not None:
-                    target.probe_results.append((key, run_id, kind, result))
-            self._queue.add(uid)
-
-        if not command:
-            done(ProbeResult(True, "only exec probes run on vkcmd nodes; this probe is taken as passing"))
-            return
-        env = {**container.env, "VKCMD_RUN": run_id or ""}
-        self._probes.submit(command, env, container.cwd or "/", float(spec.get("timeoutSeconds") or 1), done)
-
-    def _apply_probe(self, record: PodRecord, key: str, run_id: str | None, kind: str,
-                     result: ProbeResult) -> None:
-        container = record.by_key(key)
-        if container is None or container.run_id != run_id or container.state is not CS.RUNNING:
-            return
-        state = container.probes.get(kind)
-        if state is None:
-            return
-        state.in_flight = False
-        spec = container.probe_spec(kind) or {}
-        if result.ok:
-            state.successes, state.failures = state.successes + 1, 0
-            if state.successes >= int(spec.get("successThreshold") or 1):
-                if kind == "readiness":
-                    container.ready = True
-                elif kind == "startup":
-                    container.started_ok = True
-                    now = self._clock()
-                    for other in container.probes.values():  # the others start counting now
-                        other.next_at = max(other.next_at, now)
-            return
-        state.failures, state.successes = state.failures + 1, 0
-        label = {"startup": "Startup", "liveness": "Liveness", "readiness": "Readiness"}[kind]
-        self._sink.event(record.pod, WARNING, "Unhealthy", f"{label} probe failed: {result.output.strip()}",
-                         container.name)
-        if state.failures < int(spec.get("failureThreshold") or 3):
-            return
-        if kind == "readiness":
-            container.ready = False
-            return
-        state.failures = 0
-        self._sink.event(record.pod, NORMAL, "Killing",
-                         f"Container {container.name} failed {kind} probe, will be restarted", container.name)
-        grace = spec.get("terminationGracePeriodSeconds")
-        self._runtime.terminate(container.key, float(grace) if grace is not None else _grace(record.pod))
-
     def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str) -> None:
         """Staging failed: the container waits with ``reason`` and is staged again later."""
         container.machine.fire(CE.CONFIG_ERROR, reason=message)
@@ -625,11 +551,6 @@ class PodManager:
                 self._workspace.remove_pod(parts[0], parts[1])
             except Exception:
                 log.exception("could not remove the workspace %s/%s", parts[0], parts[1])
-
-
-def _grace(pod: dict[str, Any]) -> float:
-    value = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
-    return float(30 if value is None else value)
 
 
 def _api_container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:

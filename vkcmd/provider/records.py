@@ -146,6 +146,12 @@ class PodRecord:
         return [c for c in self.containers() if c.state is ContainerState.RUNNING]
 
 
+def grace_period(pod: dict[str, Any]) -> float:
+    """The pod's terminationGracePeriodSeconds (30 when unset, as the API server defaults it)."""
+    value = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+    return float(30 if value is None else value)
+
+
 def new_record(pod: dict[str, Any], now: float, observers: Iterable[Callable]) -> PodRecord:
     """A record with one machine per container, all Pending."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
