@@ -121,14 +121,8 @@ class ControlPlane:
         return self
 
     def _start_controllers(self) -> None:
-        try:
-            from . import controllers
-        except ImportError:
-            controllers = None
-        if controllers is None or not hasattr(controllers, "start"):
-            # TODO: developed in parallel; always present in a complete checkout
-            log.warning("kubelite: controllers package missing; running without controllers")
-            return
+        from . import controllers  # imported here: the controllers are API clients (kubernetes package)
+
         self._controllers = controllers.start(self.kubeconfig, lease_grace=self.lease_grace,
                                               scheduler=self.scheduler)
 
