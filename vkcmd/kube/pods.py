@@ -171,10 +171,16 @@ class PodController:
         return failures, delay
 
     def idle(self) -> bool:
-        """No status write pending."""
-        return len(self._status_queue) == 0 and all(
-            self._written.get(uid) == (self._provider.status(uid) or (None, self._written.get(uid)))[1]
-            for uid in list(self._written))
+        """No status write pending: nothing queued, and every pod written once is written as published."""
+        if len(self._status_queue):
+            return False
+        with self._written_lock:
+            written = list(self._written.items())
+        for uid, status in written:
+            published = self._provider.status(uid)
+            if published is not None and published[1] != status:
+                return False
+        return True
 
     # --- PodLifecycle (for the node) ---------------------------------------------------------
 
