@@ -324,10 +324,8 @@ class NodeController:
         drain_at = deadline - self._drain_lead()
         step = self.config.alivetime_interval
         next_tick = self.started_at + step * (int((now - self.started_at) / step) + 1)
-        candidates = [next_tick, deadline]
-        if now < drain_at:
-            candidates.append(drain_at)
-        return min(t for t in candidates if t > now) if any(t > now for t in candidates) else now + step
+        # next_tick is always after now; the deadline and the drain time count only while ahead
+        return min(t for t in (next_tick, deadline, drain_at) if t > now)
 
     def _drain_lead(self) -> float:
         return max(self.config.drain_margin, self._pods.max_grace_period())
