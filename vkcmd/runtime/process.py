@@ -138,6 +138,7 @@ class Runtime(Recovery, ScanLoop):
             raise
         # Should vkcmd die before the record below is written, recover() kills this run: its run id
         # carries our instance id, and nobody was told that it started.
+        self._tracker.claim(pid)          # a scan may have judged it before its exec: judge it again
         try:
             stat = read_stat(pid, self._tracker.proc)
             pidfd = os.pidfd_open(pid)                   # our child: its pid stays ours until reaped
@@ -232,6 +233,11 @@ class Runtime(Recovery, ScanLoop):
         self._measure(self._scan(full=True))
         with self._lock:
             return self._current_usage()
+
+    @property
+    def scans(self) -> int:
+        """Scans of the process table (of any kind), since start."""
+        return self._tracker.scans
 
     @property
     def full_scans(self) -> int:

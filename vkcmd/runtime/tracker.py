@@ -2,11 +2,15 @@
 
 A process belongs to a run when it is in the session of a run whose leader lives, when its parent
 did (at a scan that saw both), or when its environment carries the run's ``VKCMD_RUN`` marker.
-Once attributed, a process stays its run's for life, so escaping the session (double fork, setsid)
-changes nothing. A process is judged once in its life: attributed ones are remembered by
-(pid, start time), the rest by pid until the pid leaves /proc; a zombie is no member (it is gone,
-whether or not its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most
-once per process, and only when nothing else attributed it.
+Each run's leader is a child subreaper, so an orphan of the run (double fork, setsid, env -i) is
+re-parented to the leader and attributed by parentage at any later scan. Once attributed, a
+process stays its run's for life, so escaping the session changes nothing. A process is judged
+once in its life: attributed ones are remembered by (pid, start time), the rest by pid until the
+pid leaves /proc - except vkcmd's own children, never taken as foreign for good (a leader may be
+seen between posix_spawn's clone and its exec, before it carries its marker; ``claim`` drops any
+verdict about a leader once it is registered). A zombie is no member (it is gone, whether or not
+its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most once
+per process, and only when nothing else attributed it.
 
 Cost: a scan lists /proc and reads the stat file of new pids only. Members' statistics are read
 only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
@@ -76,6 +80,7 @@ class Tracker:
         self._fd_budget: int | None = None           # fds the tracker may keep open (set at the first scan)
         self._fds = 0                                # fds kept open now
         self._self = os.getpid()
+        self.scans = 0                               # scans of /proc, of any kind
         self.full_scans = 0                          # scans that read every member (``full``)
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
@@ -90,6 +95,7 @@ class Tracker:
                 soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
                 soft = soft if soft != resource.RLIM_INFINITY else 1 << 20
                 self._fd_budget = max(0, int((soft - _FD_RESERVE) * self._fd_share))
+            self.scans += 1
             if full:
                 self.full_scans += 1
             snap = Snapshot(time.monotonic(), time.time(), known=known)
@@ -110,6 +116,13 @@ class Tracker:
                 self._promote(known)
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
             return snap
+
+    def claim(self, pid: int) -> None:
+        """``pid`` is a leader vkcmd just spawned: forget any verdict a scan reached about it before
+        it was registered (it is judged again, as a member, at the next scan)."""
+        with self._lock:
+            self._foreign.pop(pid, None)
+            self._marked.pop(pid, None)
 
     def markers(self, prefix: str) -> set[str]:
         """The markers starting with ``prefix`` of live processes that belong to no known run (as of
@@ -158,6 +171,10 @@ class Tracker:
                 if marker in known:
                     run = marker
             if run is None:
+                if st.ppid == self._self:
+                    # vkcmd's own child: maybe a leader caught between posix_spawn's clone and its
+                    # exec (no marker yet, session not yet registered): judged again next scan
+                    return
                 self._foreign[st.pid] = marker
                 if marker:
                     self._marked[st.pid] = marker
