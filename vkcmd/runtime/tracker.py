@@ -23,6 +23,7 @@ kept so, beyond it members are read with open/read/close.
 
 from __future__ import annotations
 
+import collections
 import os
 import resource
 import threading
@@ -76,6 +77,7 @@ class Tracker:
         self._members: dict[int, Proc] = {}
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
+        self._claimed: collections.deque[int] = collections.deque()   # see claim()
         self._fd_share = fd_share
         self._fd_budget: int | None = None           # fds the tracker may keep open (set at the first scan)
         self._fds = 0                                # fds kept open now
@@ -109,9 +111,11 @@ class Tracker:
             for pid in self._foreign.keys() - current:
                 del self._foreign[pid]
                 self._marked.pop(pid, None)
+            self._apply_claims()
             new = current - self._members.keys() - self._foreign.keys()
             new.discard(self._self)
             self._admit(new, live_sids, known)
+            self._apply_claims()
             if self._marked:
                 self._promote(known)
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
@@ -119,8 +123,15 @@ class Tracker:
 
     def claim(self, pid: int) -> None:
         """``pid`` is a leader vkcmd just spawned: forget any verdict a scan reached about it before
-        it was registered (it is judged again, as a member, at the next scan)."""
-        with self._lock:
+        it was registered (it is judged again, as a member, at the next scan). Never waits for a
+        scan in progress (a deque is safe to append to from any thread): applied at the start and
+        the end of every scan."""
+        self._claimed.append(pid)
+
+    def _apply_claims(self) -> None:
+        """(lock held)"""
+        while self._claimed:
+            pid = self._claimed.popleft()
             self._foreign.pop(pid, None)
             self._marked.pop(pid, None)
 
