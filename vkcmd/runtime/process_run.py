@@ -43,6 +43,7 @@ class Run:
     done_cbs: list = field(default_factory=list)
     cpu: CpuAccount = field(default_factory=CpuAccount)
     sweeps: int = 0                 # stop-and-kill passes over it (bounds the fast re-checks)
+    named_pgid: int | None = None   # another process group its pgid file names (see process_scan)
 
 
 class RunTable:
@@ -90,10 +91,13 @@ class RunTable:
             heapq.heappop(heap)
         return float("inf")
 
-    def live_sessions(self) -> tuple[dict[int, str], set[str]]:
-        """(session id -> run id of runs whose leader lives, every known run id), for a scan."""
+    def live_sessions(self) -> tuple[dict[int, str], set[str], dict[int, str]]:
+        """For a scan: (session id -> run id of runs whose leader lives, every known run id,
+        process group -> run id of the groups those runs' pgid files name)."""
         with self.lock:
-            return {r.pid: r.run_id for r in self.by_id.values() if r.leader_alive}, set(self.by_id)
+            live = [r for r in self.by_id.values() if r.leader_alive]
+            return ({r.pid: r.run_id for r in live}, set(self.by_id),
+                    {r.named_pgid: r.run_id for r in live if r.named_pgid is not None})
 
     def forget_failed(self, run: Run, previous: Run | None) -> None:
         """A launch that did not start: the key gets its previous run back."""

@@ -129,8 +129,8 @@ class Scanner:
     def scan(self, *, full: bool = False, stat_runs: Collection[str] = (),
              mem_runs: Collection[str] = ()) -> Snapshot:
         """A tracker scan with the current runs, folded into the CPU accounts."""
-        live, known = self.table.live_sessions()
-        snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full)
+        live, known, groups = self.table.live_sessions()
+        snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full, groups=groups)
         with self.table.lock:
             ids = set(snap.vanished) | (set(snap.members) if full else set())
             for run_id in ids:
@@ -151,6 +151,8 @@ class Scanner:
             ending = {r.run_id for r in runs if r.term_pending or r.kill_deadline is not None
                       or r.done_cbs or not r.leader_alive}
             measure = periodic and self._usage_due(now)
+        if periodic:
+            self._read_pgid_files(runs)
         snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
         if measure:
             self.measure(snap)
@@ -186,6 +188,24 @@ class Scanner:
         if to_kill:
             snap = self._stop_and_kill(to_kill, snap)
         self._finish(snap)
+
+    def _read_pgid_files(self, runs: list[Run]) -> None:
+        """A run's pgid file may have been rewritten to name another process group (JIRIAF scripts
+        do, for a workload started elsewhere): that group is then followed as the run's (its
+        processes of vkcmd's user; see ``Tracker.scan``). Never pgid 0 or 1, vkcmd's own group, or
+        another run's group."""
+        live = [r for r in runs if r.leader_alive and r.record.container_dir]
+        named = {r.run_id: named_pgid(r.record.container_dir) for r in live}
+        with self.table.lock:
+            leaders = self.table.by_pid
+            for r in live:
+                pgid = named[r.run_id]
+                if pgid is not None and (pgid == r.pid or pgid in leaders or pgid in (1, os.getpgrp())):
+                    pgid = None
+                if pgid != r.named_pgid and pgid is not None:
+                    log.info("following the process group its pgid file names",
+                             extra=fields(key=r.key, run=r.run_id, pgid=pgid))
+                r.named_pgid = pgid
 
     def _signal_run(self, run: Run, snap: Snapshot, sig: int) -> None:
         """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
@@ -255,6 +275,26 @@ class Scanner:
                 cb(key)
             except Exception:
                 log.exception("on_done failed for %s", key)
+
+
+def named_pgid(container_dir: str) -> int | None:
+    """The process group ``<container_dir>/pgid`` names (a positive number), or None. Read, never
+    followed through a link; a file that is not a short number names nothing."""
+    try:
+        fd = os.open(os.path.join(container_dir, "pgid"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 32)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        pgid = int(text.strip())
+    except ValueError:
+        return None
+    return pgid if pgid > 0 else None
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -78,6 +78,9 @@ class Tracker:
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
         self._claimed: collections.deque[int] = collections.deque()   # see claim()
+        self._foreign_pgrp: dict[int, int] = {}      # foreign pid -> its process group when judged
+        self._groups: dict[int, str] = {}            # the named groups of the last scan
+        self._uid = os.geteuid()
         self._fd_share = fd_share
         self._fd_budget: int | None = None           # fds the tracker may keep open (set at the first scan)
         self._fds = 0                                # fds kept open now
@@ -87,11 +90,14 @@ class Tracker:
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
              stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
-             full: bool = False) -> Snapshot:
+             full: bool = False, groups: Mapping[int, str] | None = None) -> Snapshot:
         """One pass over /proc. ``live_sids``: session id -> run id of runs whose leader lives
         (their session cannot be reused while the leader lives). ``known``: every run id whose
         processes are wanted (live and ended ones). Reads stat of the members of ``stat_runs``,
-        statm of the members of ``mem_runs``, both for every member when ``full``."""
+        statm of the members of ``mem_runs``, both for every member when ``full``. ``groups``:
+        process group -> run id of groups a run named as its own (a rewritten pgid file): their
+        processes of vkcmd's user that no run holds yet become that run's."""
+        groups = groups or {}
         with self._lock:
             if self._fd_budget is None:
                 soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -111,11 +117,15 @@ class Tracker:
             for pid in self._foreign.keys() - current:
                 del self._foreign[pid]
                 self._marked.pop(pid, None)
+                self._foreign_pgrp.pop(pid, None)
             self._apply_claims()
             new = current - self._members.keys() - self._foreign.keys()
             new.discard(self._self)
-            self._admit(new, live_sids, known)
+            self._admit(new, live_sids, known, groups)
             self._apply_claims()
+            if groups.keys() - self._groups:
+                self._adopt_groups(groups, known)
+            self._groups = dict(groups)
             if self._marked:
                 self._promote(known)
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
@@ -134,6 +144,7 @@ class Tracker:
             pid = self._claimed.popleft()
             self._foreign.pop(pid, None)
             self._marked.pop(pid, None)
+            self._foreign_pgrp.pop(pid, None)
 
     def markers(self, prefix: str) -> set[str]:
         """The markers starting with ``prefix`` of live processes that belong to no known run (as of
@@ -153,10 +164,13 @@ class Tracker:
             self._members.clear()
             self._foreign.clear()
             self._marked.clear()
+            self._foreign_pgrp.clear()
+            self._groups.clear()
 
     # -- internals -------------------------------------------------------------------------
 
-    def _admit(self, new: set[int], live_sids: Mapping[int, str], known: Collection[str]) -> None:
+    def _admit(self, new: set[int], live_sids: Mapping[int, str], known: Collection[str],
+               groups: Mapping[int, str]) -> None:
         stats: dict[int, Stat] = {}
         for pid in new:
             st = read_stat(pid, self.proc)
@@ -176,6 +190,8 @@ class Tracker:
                 parent = self._members.get(st.ppid)
                 if parent is not None and parent.run_id in known:
                     run = parent.run_id
+            if run is None and st.pgrp in groups and self._ours(st.pid):
+                run = groups[st.pgrp]
             marker = None
             if run is None:
                 marker = read_marker(st.pid, self.proc)
@@ -187,6 +203,7 @@ class Tracker:
                     # exec (no marker yet, session not yet registered): judged again next scan
                     return
                 self._foreign[st.pid] = marker
+                self._foreign_pgrp[st.pid] = st.pgrp
                 if marker:
                     self._marked[st.pid] = marker
             else:
@@ -198,6 +215,24 @@ class Tracker:
             if st.pid not in done:
                 judge(st)
 
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` runs as vkcmd's user (the owner of /proc/<pid> is its effective uid)."""
+        try:
+            return os.stat(f"{self.proc}/{pid}").st_uid == self._uid
+        except OSError:
+            return False
+
+    def _adopt_groups(self, groups: Mapping[int, str], known: Collection[str]) -> None:
+        """Foreign processes of a newly named group (of vkcmd's user, not a zombie) join its run."""
+        for pid in [pid for pid, pgrp in self._foreign_pgrp.items() if pgrp in groups]:
+            st = read_stat(pid, self.proc)
+            run = groups.get(st.pgrp) if st is not None else None
+            if run is None or run not in known or st.state == "Z" or not self._ours(pid):
+                continue
+            del self._foreign[pid], self._foreign_pgrp[pid]
+            self._marked.pop(pid, None)
+            self._members[pid] = Proc(pid, st.start, run, st.ppid, st.pgrp, st.sid, st.cpu_ticks, st.rss_pages)
+
     def _promote(self, known: Collection[str]) -> None:
         for pid, marker in list(self._marked.items()):
             if marker not in known:
@@ -205,6 +240,7 @@ class Tracker:
             st = read_stat(pid, self.proc)
             del self._marked[pid]
             del self._foreign[pid]
+            self._foreign_pgrp.pop(pid, None)
             if st is not None:
                 self._members[pid] = Proc(pid, st.start, marker, st.ppid, st.pgrp, st.sid,
                                           st.cpu_ticks, st.rss_pages)
