@@ -3,7 +3,9 @@
 :meth:`App.build` constructs everything without starting anything (a bad
 certificate stops start-up there); :meth:`App.run` starts the pieces, waits for
 a reason to stop — a signal, the walltime margin, an operator request — then
-drains and exits. Signal handlers only enqueue; the main thread acts.
+drains and exits. Signals reach the main loop through ``signal.set_wakeup_fd``
+(the C handler writes a byte; the Python handler does nothing): no lock is taken
+in a handler, so a signal can never deadlock the thread it interrupts.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import gc
 import logging
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -61,6 +64,76 @@ def node_config(settings: Settings) -> NodeConfig:
     )
 
 
+class StopRequests:
+    """Reasons to stop, from any thread (:meth:`put`) or a signal; read by the main thread (:meth:`get`).
+
+    Threads append to a ``SimpleQueue`` and write a zero byte to a pipe; signals
+    are written to the same pipe by CPython's C-level handler (their number as
+    the byte). The main thread waits on the pipe only, so nothing it holds can
+    be wanted by a handler.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._queue: queue.SimpleQueue[StopRequest] = queue.SimpleQueue()
+        self._signals = 0
+        self._previous_fd: int | None = None
+
+    def install(self) -> None:
+        """Route SIGTERM/SIGINT here (main thread only)."""
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        for signum in self.SIGNALS:
+            signal.signal(signum, _ignore_in_python)
+
+    def uninstall(self) -> None:
+        """After the drain: further SIGTERM/SIGINT are ignored (left to Python's default, one landing
+        while the interpreter shuts down would kill the process and turn exit 0 into -15)."""
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if self._previous_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            self._previous_fd = None
+
+    def put(self, request: StopRequest) -> None:
+        """Thread-safe: ask the main loop to act (never from a signal handler: those use the pipe)."""
+        self._queue.put(request)
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:  # the pipe is full: the main loop is awake and reading anyway
+            pass
+
+    def get(self, timeout: float | None = None) -> StopRequest | None:
+        """The next request, or None after ``timeout`` seconds; a burst of signals counts once."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        ready, _, _ = select.select([self._read], [], [], timeout)
+        if not ready:
+            return None
+        try:
+            data = os.read(self._read, 4096)
+        except BlockingIOError:
+            data = b""
+        signals = [b for b in data if b]
+        if signals:
+            self._signals += 1
+            name = signal.Signals(signals[-1]).name
+            again = " again" if self._signals > 1 else ""
+            burst = f" ({len(signals)} signals)" if len(signals) > 1 else ""
+            return StopRequest("Shutdown", f"received {name}{again}{burst}")
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+
+def _ignore_in_python(_signum: int, _frame) -> None:
+    """The wakeup fd carries the signal; there is nothing to do in Python (and nothing safe to do)."""
+
+
 class _ExitRelay:
     """The runtime reports exits before the provider exists; this forwards them once it does."""
 
@@ -77,8 +150,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.requests: queue.Queue[StopRequest] = queue.Queue()
-        self._signals = 0
+        self.requests = StopRequests()
 
     # --- construction ------------------------------------------------------------------------
 
@@ -138,18 +210,12 @@ class App:
     # --- running -------------------------------------------------------------------------------
 
     def request_stop(self, reason: str, message: str) -> None:
-        """Thread-safe (and signal-safe): ask the main loop to drain."""
+        """Thread-safe: ask the main loop to drain."""
         self.requests.put(StopRequest(reason, message))
-
-    def _on_signal(self, signum: int, _frame) -> None:
-        self._signals += 1
-        name = signal.Signals(signum).name
-        self.requests.put(StopRequest("Shutdown", f"received {name}" + (" again" if self._signals > 1 else "")))
 
     def run(self) -> int:
         s = self.settings
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        self.requests.install()
         self.runtime.start()
         self.indexer.start()
         self.events.start()
@@ -167,7 +233,9 @@ class App:
         # tens of milliseconds on every thread, a stall that showed in the request tails).
         gc.collect()
         gc.freeze()
-        first = self.requests.get()
+        first = None
+        while first is None:
+            first = self.requests.get()
         if registrar.is_alive():
             registrar.join(1.0)
             if registrar.is_alive():  # still retrying against an API that does not answer
@@ -176,15 +244,15 @@ class App:
         drainer = threading.Thread(target=self.node.drain, args=(first.reason, first.message), name="node-drain",
                                    daemon=True)
         drainer.start()
+        hurried = False
         while drainer.is_alive():
-            try:
-                again = self.requests.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if again.reason == "Shutdown":
+            again = self.requests.get(timeout=0.5)
+            if again is not None and again.reason == "Shutdown" and not hurried:
+                hurried = True
                 log.warning("%s while draining: skipping grace periods", again.message)
                 self.node.hurry()
         self._shutdown()
+        self.requests.uninstall()
         log.info("node %s expired; exiting", s.node_name)
         return 0
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from vkcmd.backoff import PerKey
 from vkcmd.kube.client import MERGE_PATCH, ApiError, KubeClient, path
 from vkcmd.kube.events import EventRecorder
 from vkcmd.kube.informer import ADDED, DELETED, MODIFIED, SYNCED, Informer
@@ -57,7 +58,7 @@ class PodController:
         self._written: dict[str, dict[str, Any]] = {}
         self._written_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._failures: dict[str, int] = {}  # uid -> consecutive failed status writes
+        self._failures = PerKey(1.0, STATUS_RETRY_MAX)  # uid -> failed writes in a row (status and delete workers)
         self._hurried = threading.Event()
         self._stopped_since: float | None = None
         self.status_writes = 0
@@ -121,7 +122,7 @@ class PodController:
                 log.warning("could not delete pod %s/%s: %s", meta["namespace"], meta["name"], error)
         with self._written_lock:
             self._to_delete.pop(uid, None)
-        self._failures.pop(uid, None)
+        self._failures.succeeded(uid)
 
     def event(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
               container: str | None = None) -> None:
@@ -154,9 +155,9 @@ class PodController:
                 log.warning("status of pod %s/%s not written: %s; retrying in %.0fs", meta["namespace"],
                             meta["name"], error, delay)
             return False
-        self._failures.pop(uid, None)
-        self.status_writes += 1
+        self._failures.succeeded(uid)
         with self._written_lock:
+            self.status_writes += 1
             self._written[uid] = status
         if self._on_written is not None:
             self._on_written(meta, status)
@@ -164,9 +165,7 @@ class PodController:
 
     def _retry_later(self, uid: str, queue: WorkQueue) -> tuple[int, float]:
         """Back off (1 s doubling to STATUS_RETRY_MAX) before the next attempt for ``uid``."""
-        failures = self._failures.get(uid, 0) + 1
-        self._failures[uid] = failures
-        delay = min(STATUS_RETRY_MAX, 0.5 * 2 ** failures)
+        failures, delay = self._failures.failed(uid)
         queue.add_after(uid, delay)
         return failures, delay
 
@@ -207,7 +206,7 @@ class PodController:
                     return True
                 if self._hurried.is_set() or time.monotonic() - self._stopped_since > FINAL_STATUS_PATIENCE:
                     log.warning("giving up on writing the final status of %d pod(s): the API does not take "
-                                "them", len([u for u in self._failures]))
+                                "them", len(self._failures))
                     return True
             time.sleep(0.05)
         return False
