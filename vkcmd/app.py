@@ -167,13 +167,13 @@ class App:
         context = tls.server_context(cert, key, client_ca)
 
         self.events = EventRecorder(self.client, s.node_name)
-        self.pods = PodController(self.client, s.node_name, self.events)
+        self.objects = ClusterObjects(self.client, on_change=lambda kind, ns, name: self.provider.object_changed(
+            kind, ns, name), node_facts=self._node_facts)
+        self.pods = PodController(self.client, s.node_name, self.events, references=self.objects)
         relay = _ExitRelay()
         self.runtime = Runtime(Path(s.state_dir) / "runs", on_exit=relay)
         self.indexer = LogIndexer()
         self.probes = ProbeRunner()
-        self.objects = ClusterObjects(self.client, on_change=lambda kind, ns, name: self.provider.object_changed(
-            kind, ns, name), node_facts=self._node_facts)
         self.provider = PodManager(
             self.runtime, Workspace(s.workspace_root), self.objects, self.pods, pod_ip=s.pod_ip,
             home=str(Path.home()), base_env=dict(os.environ), backoff_initial=s.backoff_initial,

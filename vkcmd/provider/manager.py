@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from vkcmd.machines import ContainerEvent as CE, ContainerState as CS
 from vkcmd.pods import ConfigError, Resolver, Workspace, stage_container
+from vkcmd.pods.errors import CONTAINER_CREATING, NOT_YET
 from vkcmd.pods.podstatus import Termination, pod_status
 from vkcmd.pods.restart import crashes_after_run, restart_delay, should_restart
 from vkcmd.provider.probing import ProbeMixin
@@ -34,6 +35,7 @@ from vkcmd.workqueue import WorkQueue, run_workers
 log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
+WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
 CONFIG_RETRY = 10.0  # seconds between retries of a container waiting on a config error
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
 DEADLINE_REASON = "DeadlineExceeded"
@@ -160,7 +162,7 @@ class PodManager(ProbeMixin):
         with self._lock:
             waiting = [r.uid for r in self._records.values()
                        if (not namespace or r.namespace == namespace)
-                       and any(c.waiting_reason == "CreateContainerConfigError" for c in r.containers())]
+                       and any(c.waiting_reason in WAITS_ON_OBJECTS for c in r.containers())]
         for uid in waiting:
             self._queue.add(uid)
 
@@ -454,7 +456,7 @@ class PodManager(ProbeMixin):
             staged = stage_container(record.pod, container.spec, self._workspace, self._resolver,
                                      home=self._home, base_env=self._base_env)
         except ConfigError as error:
-            self._wait_and_retry(record, container, error.reason, error.message)
+            self._wait_and_retry(record, container, error.reason, error.message, event=error.cause != NOT_YET)
             return
         except Exception as error:  # an unexpected failure (a cache, the disk): the container waits, retried
             log.exception("staging %s failed", container.machine.id)
@@ -496,11 +498,13 @@ class PodManager(ProbeMixin):
         self._sink.event(record.pod, NORMAL, "Created", f"Created container {container.name}", container.name)
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
 
-    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str) -> None:
-        """Staging failed: the container waits with ``reason`` and is staged again later."""
+    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str,
+                        event: bool = True) -> None:
+        """Staging failed (or waits on the resolver): the container waits with ``reason``, staged again later."""
         container.machine.fire(CE.CONFIG_ERROR, reason=message)
         container.waiting_reason, container.waiting_message = reason, message
-        self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
+        if event:
+            self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
         self._queue.add_after(record.uid, CONFIG_RETRY)
 
     def _publish(self, record: PodRecord, now: float) -> None:
