@@ -32,6 +32,7 @@ renames runs away with :meth:`LogIndexer.rotate` rather than deleting them).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -42,7 +43,9 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from vkcmd.runtime import safefs
 
 log = logging.getLogger("vkcmd.runtime.logindex")
 
@@ -141,24 +144,41 @@ class _Stream:
 
 
 class _Container:
-    __slots__ = ("path", "wd", "streams", "files")
+    """One watched directory. While held, ``dfd`` is its fd, opened through no symlink, and every
+    file of it is reached relative to that (the container may have planted a link at any name, or
+    at the directory's own path). Not kept open between uses: an open fd would hold back the
+    kernel's IN_DELETE_SELF when the directory is removed."""
+    __slots__ = ("path", "wd", "streams", "dfd")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.wd: int | None = None  # None: polled
         self.streams = {name: _Stream() for name in TRACKED}
-        self.files = {name: os.path.join(path, name) for name in TRACKED}
+        self.dfd = -1
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[int]:
+        """The directory's fd for the block (re-entrant). OSError when it cannot be opened."""
+        if self.dfd >= 0:
+            yield self.dfd
+            return
+        self.dfd = safefs.open_dir(self.path)
+        try:
+            yield self.dfd
+        finally:
+            os.close(self.dfd)
+            self.dfd = -1
 
 
-def _open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+def _open_nofollow(dfd: int, name: str, flags: int, mode: int = 0o600) -> int:
+    return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
 
 
-def _load(directory: str, name: str, stream: _Stream, ino: int) -> None:
+def _load(dfd: int, name: str, stream: _Stream, ino: int) -> None:
     """Read the on-disk index of ``name``: where it ends and its last time, if it describes inode ``ino``."""
     stream.loaded, stream.ino, stream.end, stream.last_t = True, None, 0, 0
     try:
-        fd = _open_nofollow(os.path.join(directory, index_name(name)), os.O_RDONLY | os.O_NONBLOCK)
+        fd = _open_nofollow(dfd, index_name(name), os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return
     try:
@@ -174,14 +194,14 @@ def _load(directory: str, name: str, stream: _Stream, ino: int) -> None:
             raw = os.pread(fd, RECORD.size, HEADER.size + (count - 1) * RECORD.size)
             stream.end, stream.last_t = RECORD.unpack(raw)
         if (info.st_size - HEADER.size) % RECORD.size:  # a torn last append (crash): drop it
-            _cut(directory, name, count)
+            _cut(dfd, name, count)
     finally:
         os.close(fd)
 
 
-def _cut(directory: str, name: str, count: int) -> None:
+def _cut(dfd: int, name: str, count: int) -> None:
     try:
-        fd = _open_nofollow(os.path.join(directory, index_name(name)), os.O_WRONLY)
+        fd = _open_nofollow(dfd, index_name(name), os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return
     try:
@@ -190,22 +210,22 @@ def _cut(directory: str, name: str, count: int) -> None:
         os.close(fd)
 
 
-def _create(directory: str, path: str, content: bytes) -> bool:
-    """Create ``path`` holding ``content``, appearing all at once; False when the name is taken.
+def _create(dfd: int, name: str, content: bytes) -> bool:
+    """Create ``name`` in ``dfd`` holding ``content``, appearing all at once; False when the name is taken.
 
     Written into an anonymous ``O_TMPFILE`` and linked into place, so no reader
     sees it half written; in place (``O_EXCL``) where the filesystem lacks that.
     """
     try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dfd)
     except OSError:
         fd = None
     if fd is not None:
         try:
             os.write(fd, content)
-            # a dir_fd makes Python call linkat(AT_SYMLINK_FOLLOW) (plain link() cannot follow the
-            # /proc magic link); the path is absolute, so the fd itself is not used
-            os.link(f"/proc/self/fd/{fd}", os.path.abspath(path), src_dir_fd=fd, follow_symlinks=True)
+            # follow_symlinks makes Python call linkat(AT_SYMLINK_FOLLOW) (plain link() cannot follow
+            # the /proc magic link); the source path is absolute, so src_dir_fd is not used
+            os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=True)
             return True
         except FileExistsError:
             return False
@@ -214,7 +234,7 @@ def _create(directory: str, path: str, content: bytes) -> bool:
         finally:
             os.close(fd)
     try:
-        fd = _open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd = safefs.create_exclusive(dfd, name)
     except FileExistsError:
         return False
     try:
@@ -224,24 +244,32 @@ def _create(directory: str, path: str, content: bytes) -> bool:
     return True
 
 
-def _rewrite(directory: str, name: str, ino: int, records: list[tuple[int, int]]) -> None:
+def _rewrite(dfd: int, name: str, ino: int, records: list[tuple[int, int]]) -> None:
     """Write a fresh index of ``name``: created when there is none, else replaced by a rename.
 
     Replacing by rename leaves a reader that holds the old index with a
     consistent (old) view; a planted symlink is replaced, never followed.
     """
-    final = os.path.join(directory, index_name(name))
+    final = index_name(name)
     content = HEADER.pack(MAGIC, ino) + b"".join(RECORD.pack(*r) for r in records)
-    if _create(directory, final, content):
+    if _create(dfd, final, content):
         return
-    temp = final + ".tmp"
-    try:
-        os.unlink(temp)
-    except FileNotFoundError:
-        pass
-    if not _create(directory, temp, content):
+    temp = safefs.temp_name(final)
+    if not _create(dfd, temp, content):
         raise FileExistsError(errno.EEXIST, "index being replaced by someone else", temp)
-    os.rename(temp, final)
+    safefs.rename_over(dfd, temp, final)
+
+
+def _in_dir(container: _Container, update: Callable[[], bool]) -> bool:
+    """``update()`` with the container's directory held; False when it cannot be opened."""
+    try:
+        with container.held():
+            return update()
+    except (FileNotFoundError, NotADirectoryError):  # the directory is gone
+        return False
+    except OSError as e:
+        log.warning("cannot index logs in %s: %s", container.path, e)
+        return False
 
 
 class LogIndexer:
@@ -342,16 +370,14 @@ class LogIndexer:
         Output already in the files and not yet indexed (written while nobody
         watched, e.g. before a restart of vkcmd) is indexed at once, stamped
         with the file's mtime. Raises ``FileNotFoundError`` / ``NotADirectoryError``
-        when the directory does not exist.
+        when the directory does not exist, ``OSError`` (ELOOP) when its path has a symlink.
         """
         path = os.path.abspath(container_dir)
         with self._lock:
             if path in self._containers:
                 return
-            info = os.stat(path)
-            if not stat.S_ISDIR(info.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
             container = _Container(path)
+            os.close(safefs.open_dir(path))  # there, a directory, reached through no symlink
             self._containers[path] = container
             self._polled.add(path)
             if self._thread is not None:
@@ -393,31 +419,36 @@ class LogIndexer:
             live = container is not None
             if container is None:
                 container = _Container(path)
-            for name in STREAMS:
-                self._update(container, name, live=live)
-            self._forget_fds(path)
-            for name in STREAMS:
-                previous = name + PREVIOUS
-                for old in (previous, index_name(previous)):
-                    try:
-                        os.unlink(os.path.join(path, old))
-                    except FileNotFoundError:
-                        pass
-                try:
-                    os.rename(os.path.join(path, name), os.path.join(path, previous))
-                except FileNotFoundError:
-                    os.close(_open_nofollow(os.path.join(path, previous), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-                    container.streams[previous] = _Stream()
-                else:
-                    try:
-                        os.rename(os.path.join(path, index_name(name)), os.path.join(path, index_name(previous)))
-                    except FileNotFoundError:
-                        pass
-                    container.streams[previous] = container.streams[name]
-                fresh = _Stream()
-                fresh.loaded = True  # the new run's file does not exist yet: nothing on disk to read
-                container.streams[name] = fresh
+            with container.held():
+                self._rotate(container, live)
             self._changed(path)
+
+    def _rotate(self, container: _Container, live: bool) -> None:
+        """(lock held) The moves of :meth:`rotate`, all relative to the directory's fd: a link
+        planted at any of the names is renamed or unlinked, never followed; a directory or other
+        non-file in the way is moved aside (``safefs.displace``)."""
+        dfd = container.dfd
+        for name in STREAMS:
+            self._update_held(container, name, live=live, floor=0)
+        self._forget_fds(container.path)
+        for name in STREAMS:
+            previous = name + PREVIOUS
+            for old in (previous, index_name(previous)):
+                safefs.remove_file(dfd, old)
+            try:
+                safefs.rename_over(dfd, name, previous)
+            except FileNotFoundError:
+                os.close(safefs.create_exclusive(dfd, previous))
+                container.streams[previous] = _Stream()
+            else:
+                try:
+                    safefs.rename_over(dfd, index_name(name), index_name(previous))
+                except FileNotFoundError:
+                    pass
+                container.streams[previous] = container.streams[name]
+            fresh = _Stream()
+            fresh.loaded = True  # the new run's file does not exist yet: nothing on disk to read
+            container.streams[name] = fresh
 
     def flush(self, container_dir: str) -> None:
         """Index, now and synchronously, whatever the stream files hold (readers call this first).
@@ -488,6 +519,9 @@ class LogIndexer:
             self._seq.pop(path, None)  # nobody can hold an older token that a missing entry would not satisfy
 
     def _update_all(self, container: _Container, *, live: bool) -> bool:
+        return _in_dir(container, lambda: self._update_all_held(container, live=live))
+
+    def _update_all_held(self, container: _Container, *, live: bool) -> bool:
         floor = 0
         if not live:  # catching up: what nobody indexed came after everything indexed in this directory
             for name in TRACKED:
@@ -495,25 +529,28 @@ class LogIndexer:
             floor = max(stream.last_t for stream in container.streams.values())
         changed = False
         for name in TRACKED:
-            changed |= self._update(container, name, live=live, floor=floor)
+            changed |= self._update_held(container, name, live=live, floor=floor)
         return changed
 
     def _stat(self, container: _Container, name: str) -> os.stat_result | None:
         """The stream file's stat (None when absent or not a regular file), its on-disk index loaded."""
         stream = container.streams[name]
         try:
-            info = os.stat(container.files[name], follow_symlinks=False)
+            info = os.stat(name, dir_fd=container.dfd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             stream.loaded, stream.ino, stream.end, stream.last_t = True, None, 0, 0
             return None
         if not stat.S_ISREG(info.st_mode):  # a symlink or anything else is never indexed (nor read)
             return None
         if not stream.loaded:
-            _load(container.path, name, stream, info.st_ino)
+            _load(container.dfd, name, stream, info.st_ino)
         return info
 
     def _update(self, container: _Container, name: str, *, live: bool, floor: int = 0) -> bool:
         """Bring the index of one stream file up to the file's size; True when a record was written."""
+        return _in_dir(container, lambda: self._update_held(container, name, live=live, floor=floor))
+
+    def _update_held(self, container: _Container, name: str, *, live: bool, floor: int) -> bool:
         directory = container.path
         stream = container.streams[name]
         info = self._stat(container, name)
@@ -528,9 +565,9 @@ class LogIndexer:
                 if info.st_size:
                     records.append((info.st_size, self._stamp(stream, info, live, floor)))
                 self._forget_fds(directory, (name,))
-                _rewrite(directory, name, info.st_ino, records)
+                _rewrite(container.dfd, name, info.st_ino, records)
             elif info.st_size > stream.end:
-                self._append(directory, name, stream, info.st_size, self._stamp(stream, info, live, floor))
+                self._append(container, name, stream, info.st_size, self._stamp(stream, info, live, floor))
             else:
                 return False
         except OSError as e:
@@ -543,30 +580,30 @@ class LogIndexer:
         self.stats["records"] += 1
         return True
 
-    def _append(self, directory: str, name: str, stream: _Stream, end: int, when: int) -> None:
+    def _append(self, container: _Container, name: str, stream: _Stream, end: int, when: int) -> None:
         """Add one record; an index that vanished or became a symlink is rewritten.
 
         The index stays open for the next append only in a directory watched
         through inotify, where we hear when someone else deletes or replaces it.
         """
+        directory = container.path
         key = (directory, name)
         fd = self._fds.get(key)
-        container = self._containers.get(directory)
-        cache = container is not None and container.wd is not None
+        cache = self._containers.get(directory) is container and container.wd is not None
         if fd is not None:
             self._fds.move_to_end(key)
         else:
-            path = os.path.join(directory, index_name(name))
             try:
-                fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND)
+                fd = _open_nofollow(container.dfd, index_name(name), os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
             except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ELOOP):
+                if e.errno not in (errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO):
                     raise
-                _rewrite(directory, name, stream.ino or 0, [(end, when)])
+                _rewrite(container.dfd, name, stream.ino or 0, [(end, when)])
                 return
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO with a reader, a device
                 os.close(fd)
-                raise OSError(errno.EINVAL, "index is not a regular file", path)
+                _rewrite(container.dfd, name, stream.ino or 0, [(end, when)])
+                return
             if cache:
                 self._fds[key] = fd
                 if len(self._fds) > _FD_CACHE:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from vkcmd.runtime import safefs
 from vkcmd.runtime.logindex import HEADER, MAGIC, PREVIOUS, RECORD, STREAMS, LogIndexer, index_name
 
 _BLOCK = 256 * 1024  # bytes read at a time
@@ -403,8 +404,10 @@ def stream_logs(container_dir: str, options: LogOptions, *, is_running: Callable
     """
     pod, container = _names(container_dir)
     try:
-        dfd = os.open(container_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+        dfd = safefs.open_dir(container_dir)
+    except OSError as err:  # absent, not a directory, or reached through a symlink (ELOOP)
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
         dfd = None
     if dfd is None:
         if options.previous:

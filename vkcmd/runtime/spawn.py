@@ -7,6 +7,7 @@ run's leader, and other code in vkcmd may use ``subprocess`` for its own childre
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import resource
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vkcmd.runtime.process_stat import MARKER
-from vkcmd.runtime.state import atomic_write
+from vkcmd.runtime import safefs
 
 MONITOR = Path(__file__).with_name("monitor.sh")
 #: Environment names the monitor uses for itself; dropped from a run's env so that they cannot leak.
@@ -146,13 +147,14 @@ class Spawner:
         self.check(spec)
         argv = self.argv_of(spec, exit_path)
         env = self.env_of(spec, run_id)
-        # no symlink: a run could leave one in place of its stdout, pointing out of its directory
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        # relative to the directory, never through a link: a run may have planted one at any name
         fds = []
+        dfd = None
         try:
+            dfd = open_container_dir(spec)
             fds.append(_high_fd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)))
-            fds.append(_high_fd(os.open(os.path.join(spec.container_dir, "stdout"), flags, 0o644)))
-            fds.append(_high_fd(os.open(os.path.join(spec.container_dir, "stderr"), flags, 0o644)))
+            fds.append(_high_fd(safefs.open_append(dfd, "stdout")))
+            fds.append(_high_fd(safefs.open_append(dfd, "stderr")))
             actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
             return os.posix_spawn(self.shell, argv, env, file_actions=actions, setsid=True,
                                   setsigdef=_DEFAULT_SIGNALS, setsigmask=())
@@ -161,10 +163,28 @@ class Spawner:
         finally:
             for fd in fds:
                 os.close(fd)
+            if dfd is not None:
+                os.close(dfd)
 
     @staticmethod
     def write_pgid(container_dir: str, pgid: int) -> None:
-        atomic_write(os.path.join(container_dir, "pgid"), f"{pgid}\n".encode())
+        """``<container_dir>/pgid`` replaced atomically (temp file O_EXCL|O_NOFOLLOW, then rename)."""
+        dfd = safefs.open_dir(container_dir)
+        try:
+            safefs.replace_file(dfd, "pgid", f"{pgid}\n".encode())
+        finally:
+            os.close(dfd)
+
+
+def open_container_dir(spec: LaunchSpec) -> int:
+    """The container directory's fd, reached through no symlink (LaunchError otherwise)."""
+    try:
+        return safefs.open_dir(spec.container_dir)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise LaunchError(f"{spec.key}: container directory {spec.container_dir} is reached through a"
+                              " symbolic link or is not a directory") from err
+        raise LaunchError(f"{spec.key}: cannot open container directory {spec.container_dir}: {err}") from err
 
 
 _NOFILE_AT_START = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
