@@ -53,15 +53,21 @@ class StopRequest:
     message: str
 
 
-def node_config(settings: Settings) -> NodeConfig:
+def node_config(settings: Settings, node_identity: bool = False) -> NodeConfig:
     return NodeConfig(
         name=settings.node_name, pod_ip=settings.pod_ip, kubelet_port=settings.kubelet_port,
         provider=settings.provider, node_type=settings.node_type, site=settings.site,
         walltime=settings.walltime, max_pods=settings.max_pods, cpu=settings.cpu, memory=settings.memory,
         lease_duration=settings.lease_duration, lease_renew_interval=settings.lease_renew_interval,
         status_interval=settings.node_status_interval, alivetime_interval=settings.alivetime_interval,
-        drain_margin=settings.drain_margin, delete_on_exit=settings.delete_node_on_exit,
+        drain_margin=settings.drain_margin, delete_on_exit=settings.delete_node_on_exit, node_identity=node_identity,
     )
+
+
+def is_node_identity(client: KubeClient, node_name: str) -> bool:
+    """The client is this node's kubelet identity (``system:node:<name>`` in ``system:nodes``)."""
+    identity = client.certificate_identity()
+    return identity is not None and identity[0] == f"system:node:{node_name}" and "system:nodes" in identity[1]
 
 
 class StopRequests:
@@ -182,8 +188,8 @@ class App:
         relay.target = self.provider.on_exit
         self.pods.attach(self.provider)
         self.metrics.set_pod_phase_source(self._phases)
-        self.node = NodeController(self.client, node_config(s), self.facts, self.pods, observers=trace,
-                                   on_drain_request=self.request_stop)
+        self.node = NodeController(self.client, node_config(s, is_node_identity(self.client, s.node_name)), self.facts,
+                                   self.pods, observers=trace, on_drain_request=self.request_stop, events=self.events)
         authorizer = Authorizer(s.node_name, None if s.authorization_mode == "AlwaysAllow"
                                 else AccessReviewer(self.client))
         self.server = KubeletServer(node_name=s.node_name, backend=NodeBackend(self.provider, self.runtime,

@@ -107,6 +107,23 @@ class KubeClient:
     def close(self) -> None:
         self._api.close()
 
+    def certificate_identity(self) -> tuple[str, list[str]] | None:
+        """(user, groups) of the client certificate — its CN and Os — or None when it has none."""
+        cert_file = self.configuration.cert_file
+        if not cert_file:
+            return None
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        try:
+            with open(cert_file, "rb") as handle:
+                subject = x509.load_pem_x509_certificate(handle.read()).subject
+        except (OSError, ValueError):
+            return None
+        names = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        groups = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        return (str(names[0]) if names else "", [str(g) for g in groups])
+
     # --- plain requests -----------------------------------------------------------
 
     def request(self, method: str, resource_path: str, *, query: Mapping[str, Any] | None = None,
