@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from fsm import LogObserver
 from vkcmd.config import ConfigError, Settings
-from vkcmd.kube.client import KubeClient
+from vkcmd.kube import bootstrap
+from vkcmd.kube.client import ApiError, KubeClient
 from vkcmd.kube.events import EventRecorder
 from vkcmd.kube.node import NodeConfig, NodeController
 from vkcmd.kube.objects import ClusterObjects
@@ -165,9 +166,17 @@ class App:
         self.facts: HostFacts = host_facts()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        if s.bootstrap_kubeconfig:
+            bootstrap.bootstrap(s.kubeconfig, s.bootstrap_kubeconfig, s.node_name)
         self.client = KubeClient.from_kubeconfig(s.kubeconfig, observer=self.metrics.observe_api_request)
+        self.rotation = bootstrap.CertificateRotation(self.client, s.kubeconfig, s.node_name,
+                                                      on_renewed=lambda: self.client.reload(s.kubeconfig)) \
+            if s.bootstrap_kubeconfig else None
         trace = [LogObserver(), self.metrics.fsm_observer()]
-        cert, key = tls.serving_pair(s.tls_cert_file, s.tls_key_file, state_dir=s.state_dir,
+        cert_file, key_file = s.tls_cert_file, s.tls_key_file
+        if s.serving_cert_bootstrap and not cert_file:
+            cert_file, key_file = self._cluster_serving_pair()
+        cert, key = tls.serving_pair(cert_file, key_file, state_dir=s.state_dir,
                                      node_name=s.node_name, addresses=[s.pod_ip])
         client_ca = s.client_ca_file or self.client.configuration.ssl_ca_cert
         context = tls.server_context(cert, key, client_ca)
@@ -199,6 +208,16 @@ class App:
                                     port=s.kubelet_port)
         self.exporter = MetricsExporter(self.registry, s.metrics_port) if s.metrics_port else None
 
+    def _cluster_serving_pair(self) -> tuple[str | None, str | None]:
+        """A kubelet-serving certificate from the cluster, or (None, None): the self-signed pair then."""
+        s = self.settings
+        try:
+            return bootstrap.serving_certificate(self.client, s.node_name, [s.pod_ip], [self.facts.hostname],
+                                                 s.state_dir)
+        except (bootstrap.BootstrapError, ApiError) as error:
+            log.warning("no serving certificate from the cluster (%s); serving a self-signed one", error)
+            return None, None
+
     def _node_facts(self) -> dict[str, Any]:
         s = self.settings
         return {"nodeName": s.node_name, "hostIP": s.pod_ip, "podIP": s.pod_ip, "podIPs": [s.pod_ip],
@@ -223,6 +242,8 @@ class App:
         s = self.settings
         self.requests.install()
         self.runtime.start()
+        if self.rotation is not None:
+            self.rotation.start()
         self.indexer.start()
         self.events.start()
         self.objects.start()
@@ -272,6 +293,8 @@ class App:
         self.objects.stop()
         self.events.stop()
         self.node.stop()
+        if self.rotation is not None:
+            self.rotation.stop()
         self.indexer.stop()
         self.runtime.stop()
         self.client.close()
@@ -285,4 +308,7 @@ def run(settings: Settings) -> int:
     except ConfigError as error:
         print(f"vkcmd: {error}", flush=True, file=sys.stderr)
         return 2
+    except (bootstrap.BootstrapError, ApiError) as error:  # (never a credential in these messages)
+        print(f"vkcmd: could not join with the bootstrap kubeconfig: {error}", flush=True, file=sys.stderr)
+        return 1
     return app.run()

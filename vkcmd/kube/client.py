@@ -81,6 +81,7 @@ class KubeClient:
         self._api = api_client
         self._observer = observer
         self._timeout = timeout
+        self._retired: list[kubernetes.client.ApiClient] = []
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None, *, observer: RequestObserver | None = None,
@@ -104,7 +105,20 @@ class KubeClient:
     def configuration(self) -> kubernetes.client.Configuration:
         return self._api.configuration
 
+    def reload(self, kubeconfig: str) -> None:
+        """Use the credentials ``kubeconfig`` names now (a renewed certificate), without a restart.
+
+        Requests from now on use new connections; those in flight (watches)
+        finish on the old ones, closed at :meth:`close`.
+        """
+        pool = self._api.configuration.connection_pool_maxsize
+        fresh = KubeClient.from_kubeconfig(kubeconfig, pool_size=pool)
+        self._retired.append(self._api)
+        self._api = fresh._api
+
     def close(self) -> None:
+        for retired in self._retired:
+            retired.close()
         self._api.close()
 
     def certificate_identity(self) -> tuple[str, list[str]] | None:
