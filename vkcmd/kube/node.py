@@ -284,7 +284,13 @@ class NodeController:
         spec = updated.setdefault("spec", {})
         spec.pop("unschedulable", None)
         ours = {t["key"] for t in self._taints()} | {DRAIN_TAINT, UNSCHEDULABLE_TAINT}
-        spec["taints"] = [t for t in spec.get("taints") or [] if t.get("key") not in ours] + self._taints()
+        if not self.config.node_identity:
+            spec["taints"] = [t for t in spec.get("taints") or [] if t.get("key") not in ours] + self._taints()
+        elif not any(t.get("key") == PROVIDER_TAINT for t in spec.get("taints") or []):
+            # NodeRestriction: a node may set taints when it registers, never change them after
+            log.warning("node %s exists without the %s taint and a node identity may not add it: pods that do "
+                        "not tolerate it may be scheduled here until an operator taints the node or deletes "
+                        "it", name, PROVIDER_TAINT)
         adopted = self._client.replace(path(resource="nodes", name=name), updated)
         log.info("node %s existed; adopted", name)
         return adopted
@@ -359,15 +365,19 @@ class NodeController:
     # --- drain ----------------------------------------------------------------------------
 
     def _cordon(self, reason: str, message: str) -> None:
-        """Unschedulable plus the drain taint, as a JSON patch (no resourceVersion: nothing to conflict on)."""
+        """Unschedulable plus the drain taint (a node identity: unschedulable only), as a JSON patch
+        (no resourceVersion: nothing to conflict on)."""
         name = self.config.name
         with self._lock:
             self._ready_condition = _condition("Ready", "False", reason, message)
         taint = {"key": DRAIN_TAINT, "value": reason, "effect": "NoSchedule"}
 
         def patch() -> None:
-            taints = (self._client.get(path(resource="nodes", name=name)).get("spec") or {}).get("taints")
             ops = [{"op": "add", "path": "/spec/unschedulable", "value": True}]
+            if self.config.node_identity:  # may not change its taints (NodeRestriction): unschedulable only
+                self._client.patch(path(resource="nodes", name=name), ops, JSON_PATCH)
+                return
+            taints = (self._client.get(path(resource="nodes", name=name)).get("spec") or {}).get("taints")
             if taints is None:
                 ops.append({"op": "add", "path": "/spec/taints", "value": [taint]})
             elif not any(t.get("key") == DRAIN_TAINT for t in taints):
