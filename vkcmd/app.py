@@ -180,6 +180,12 @@ class App:
                                      node_name=s.node_name, addresses=[s.pod_ip])
         client_ca = s.client_ca_file or self.client.configuration.ssl_ca_cert
         context = tls.server_context(cert, key, client_ca)
+        self.serving_rotation = None
+        if s.serving_cert_bootstrap and cert_file and cert_file != s.tls_cert_file:  # the cluster's pair
+            # the reload hook: new handshakes use the renewed pair (an SSLContext takes a new chain in place)
+            self.serving_rotation = bootstrap.serving_rotation(
+                self.client, s.node_name, [s.pod_ip], [self.facts.hostname], s.state_dir,
+                on_renewed=lambda c, k: context.load_cert_chain(c, k))
 
         self.events = EventRecorder(self.client, s.node_name)
         self.objects = ClusterObjects(self.client, on_change=lambda kind, ns, name: self.provider.object_changed(
@@ -242,8 +248,9 @@ class App:
         s = self.settings
         self.requests.install()
         self.runtime.start()
-        if self.rotation is not None:
-            self.rotation.start()
+        for rotation in (self.rotation, self.serving_rotation):
+            if rotation is not None:
+                rotation.start()
         self.indexer.start()
         self.events.start()
         self.objects.start()
@@ -293,8 +300,9 @@ class App:
         self.objects.stop()
         self.events.stop()
         self.node.stop()
-        if self.rotation is not None:
-            self.rotation.stop()
+        for rotation in (self.rotation, self.serving_rotation):
+            if rotation is not None:
+                rotation.stop()
         self.indexer.stop()
         self.runtime.stop()
         self.client.close()

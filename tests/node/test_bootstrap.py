@@ -166,3 +166,59 @@ def test_a_refused_bootstrap_token_stops_start_up_with_a_reason_and_no_secret(co
     assert "could not join with the bootstrap kubeconfig" in proc.stderr
     assert "0123456789abcdef" not in proc.stderr + proc.stdout
     assert not (tmp_path / "node.kubeconfig").exists()
+
+
+def test_the_serving_reload_hook_serves_the_renewed_pair_to_new_connections(control_plane, tmp_path):
+    """What the app hands the serving rotation: the server's SSLContext takes the renewed pair in place."""
+    import socket
+    import ssl
+    import threading
+
+    from vkcmd.kube.bootstrap import serving_paths, serving_rotation
+    from vkcmd.kubeletapi.tls import server_context
+
+    def pair(directory):
+        cert_file, key_file = serving_paths(str(directory))
+        directory.mkdir()
+        made = control_plane.issue_serving_cert()
+        cert_file.write_bytes(made.cert_pem)
+        key_file.write_bytes(made.key_pem)
+        return str(cert_file), str(key_file)
+
+    first, second = pair(tmp_path / "a"), pair(tmp_path / "b")
+    context = server_context(*first, None)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def served():
+        client = ssl.create_default_context(cafile=control_plane.ca_cert_path)
+        client.check_hostname = False
+        with socket.create_connection(listener.getsockname()) as raw, client.wrap_socket(raw) as tls:
+            return tls.getpeercert(binary_form=True)
+
+    try:
+        assert served() == x509.load_pem_x509_certificate(open(first[0], "rb").read()).public_bytes(
+            serialization.Encoding.DER)
+        rotation = serving_rotation(None, "n", ["127.0.0.1"], ["h"], str(tmp_path / "b"),
+                                    on_renewed=lambda c, k: context.load_cert_chain(c, k))
+        cert = x509.load_pem_x509_certificate(open(second[0], "rb").read())
+        begin, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        assert rotation.due() == pytest.approx(begin + 0.8 * (end - begin))
+        context.load_cert_chain(*second)  # what on_renewed does
+        assert served() == cert.public_bytes(serialization.Encoding.DER)
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)

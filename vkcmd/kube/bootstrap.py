@@ -209,31 +209,30 @@ def bootstrap(kubeconfig: str, bootstrap_kubeconfig: str, node_name: str, *, tim
 
 
 class CertificateRotation:
-    """Renews the node's client certificate at 80 % of its life, with the node's own identity.
+    """Renews a certificate at 80 % of its life: the node's client certificate (by default) or, with
+    ``renew`` and ``certificate`` given, another (the kubelet API's serving pair).
 
-    ``on_renewed()`` is called after the new PEM is in place (the app reloads
-    the client). One named thread; failures retry with back-off (at most 60 s
+    ``renew(stop)`` makes and writes the new certificate; ``on_renewed()`` is
+    called after it is in place (the app reloads the client, or the serving
+    context). One named thread; failures retry with back-off (at most 60 s
     apart), each logged.
     """
 
     def __init__(self, client: KubeClient, kubeconfig: str, node_name: str, *,
-                 on_renewed: Callable[[], None], timeout: float = 300.0) -> None:
+                 on_renewed: Callable[[], None], timeout: float = 300.0,
+                 certificate: Callable[[], x509.Certificate | None] | None = None,
+                 renew: Callable[[threading.Event], bytes] | None = None, name: str = "cert-rotation") -> None:
         self._client = client
         self._kubeconfig = kubeconfig
         self._node = node_name
         self._on_renewed = on_renewed
         self._timeout = timeout
+        self._certificate = certificate or (lambda: client_certificate(self._kubeconfig))
+        self._renew = renew or self._renew_client
+        self._name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renewals = 0
-
-    def due(self) -> float | None:
-        """Wall-clock time of the next renewal, or None when the kubeconfig has no certificate of ours."""
-        cert = client_certificate(self._kubeconfig)
-        if cert is None:
-            return None
-        issued, expires = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
-        return issued + RENEW_AT * (expires - issued)
 
     def ours(self) -> bool:
         """The kubeconfig names the PEM a bootstrap wrote (another's credentials are not rotated here)."""
@@ -243,16 +242,29 @@ class CertificateRotation:
             return False
         return user.get("client-certificate") == str(credentials_path(self._kubeconfig))
 
+    def due(self) -> float | None:
+        """Wall-clock time of the next renewal, or None when there is no certificate to renew."""
+        cert = self._certificate()
+        if cert is None:
+            return None
+        issued, expires = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        return issued + RENEW_AT * (expires - issued)
+
     def start(self) -> None:
-        if not self.ours() or self.due() is None:
+        if (self._renew == self._renew_client and not self.ours()) or self.due() is None:
             return
-        self._thread = threading.Thread(target=self._run, name="cert-rotation", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+
+    def _renew_client(self, stop: threading.Event) -> bytes:
+        key_pem, cert_pem = node_client_certificate(self._client, self._node, timeout=self._timeout, stop=stop)
+        write_private(credentials_path(self._kubeconfig), key_pem + cert_pem)
+        return cert_pem
 
     def _run(self) -> None:
         backoff = Backoff(1.0, 60.0, jitter=0.2)
@@ -261,18 +273,15 @@ class CertificateRotation:
             if due is None or self._stop.wait(max(0.0, due - time.time())):
                 return
             try:
-                key_pem, cert_pem = node_client_certificate(self._client, self._node, timeout=self._timeout,
-                                                            stop=self._stop)
-                pem = credentials_path(self._kubeconfig)
-                write_private(pem, key_pem + cert_pem)
+                cert_pem = self._renew(self._stop)
                 self.renewals += 1
                 self._on_renewed()
                 backoff.reset()
-                log.info("node client certificate renewed; valid until %s",
+                log.info("%s: certificate renewed; valid until %s", self._name,
                          f"{x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
             except (ApiError, BootstrapError, OSError) as error:
                 wait = backoff.next()
-                log.warning("renewing the node client certificate failed: %s; retrying in %.0fs", error, wait)
+                log.warning("%s: renewing the certificate failed: %s; retrying in %.0fs", self._name, error, wait)
                 self._stop.wait(wait)
 
 
@@ -286,7 +295,31 @@ def serving_certificate(client: KubeClient, node_name: str, addresses: Sequence[
     key_pem, csr_pem = key_and_csr(f"system:node:{node_name}", ["system:nodes"], dns=hostnames, ips=addresses)
     cert_pem = request_certificate(client, csr_pem, SERVING_SIGNER,
                                    ["digital signature", "server auth"], timeout=timeout)
-    cert_file, key_file = Path(directory) / "kubelet-serving-cluster.crt", Path(directory) / "kubelet-serving-cluster.key"
+    cert_file, key_file = serving_paths(directory)
     write_private(key_file, key_pem)
     write_private(cert_file, cert_pem)
     return str(cert_file), str(key_file)
+
+
+def serving_paths(directory: str) -> tuple[Path, Path]:
+    return Path(directory) / "kubelet-serving-cluster.crt", Path(directory) / "kubelet-serving-cluster.key"
+
+
+def serving_rotation(client: KubeClient, node_name: str, addresses: Sequence[str], hostnames: Sequence[str],
+                     directory: str, *, on_renewed: Callable[[str, str], None]) -> CertificateRotation:
+    """Renews the cluster-issued serving pair at 80 % of its life; ``on_renewed(cert_file, key_file)``
+    is the kubelet API's reload hook (the app reloads the server's SSL context with it)."""
+    cert_file, key_file = serving_paths(directory)
+
+    def certificate() -> x509.Certificate | None:
+        try:
+            return x509.load_pem_x509_certificate(cert_file.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def renew(stop: threading.Event) -> bytes:
+        serving_certificate(client, node_name, addresses, hostnames, directory)
+        return cert_file.read_bytes()
+
+    return CertificateRotation(client, "", node_name, on_renewed=lambda: on_renewed(str(cert_file), str(key_file)),
+                               certificate=certificate, renew=renew, name="serving-cert-rotation")
