@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from vkcmd.machines import ContainerEvent as CE, ContainerState as CS
 from vkcmd.pods import ConfigError, Resolver, Workspace, stage_container
+from vkcmd.pods.errors import NOT_YET
 from vkcmd.pods.podstatus import Termination
 from vkcmd.provider import decide
 from vkcmd.provider.records import ContainerRecord, PodRecord
@@ -142,7 +143,7 @@ class Launcher:
             staged = stage_container(record.pod, container.spec, self._workspace, self._resolver,
                                      home=self._home, base_env=self._base_env)
         except ConfigError as error:
-            self._wait_and_retry(record, container, error.reason, error.message)
+            self._wait_and_retry(record, container, error.reason, error.message, event=error.cause != NOT_YET)
             return
         for event in staged.events:
             self._sink.event(record.pod, WARNING, event.reason, event.message, container.name)
@@ -180,11 +181,13 @@ class Launcher:
         self._sink.event(record.pod, NORMAL, "Created", f"Created container {container.name}", container.name)
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
 
-    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str) -> None:
-        """Staging failed: the container waits with ``reason`` and is staged again later."""
+    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str,
+                        event: bool = True) -> None:
+        """Staging failed (or waits on the resolver): the container waits with ``reason``, staged again later."""
         container.machine.fire(CE.CONFIG_ERROR, reason=message)
         container.waiting_reason, container.waiting_message = reason, message
-        self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
+        if event:
+            self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
         self._wake(record.uid, CONFIG_RETRY)
 
 
