@@ -41,7 +41,7 @@ from vkcmd.pods import Workspace
 from vkcmd.provider import PodManager
 from vkcmd.runtime import ExitReport, Runtime
 from vkcmd.runtime.host import HostFacts, host_facts
-from vkcmd.runtime.logindex import LogIndexer
+from vkcmd.containerlogs import LogIndexer
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.serving import NodeBackend
 

@@ -217,15 +217,17 @@ def test_sigterm_drains_and_exits_zero(control_plane, client, tmp_path):
     env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "NODENAME": "sig-a", "HOME": str(tmp_path),
            "VKUBELET_POD_IP": "127.0.0.1", "JIRIAF_NODETYPE": "cpu", "JIRIAF_SITE": "Local",
            "VK_LEASE_RENEW_INTERVAL": "0.5"}
-    process = subprocess.Popen([sys.executable, "-m", "vkcmd", "--nodename", "sig-a", "--provider", "mock",
-                                "--klog.v", "3"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    log_path = tmp_path / "sig-a.log"  # a file, not a pipe: a log larger than the pipe's buffer must not block vkcmd
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "vkcmd", "--nodename", "sig-a", "--provider", "mock",
+                                    "--klog.v", "3"], cwd=REPO, env=env, stderr=log_file, text=True)
     try:
         wait_for(lambda: _ready(client, "sig-a"), timeout=15, what="node ready")
         _bound_pod(client, "on-sig-a", "sig-a")
         time.sleep(0.5)  # let the pod informer see it
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
-        log = process.stderr.read()
+        log = log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
