@@ -238,3 +238,17 @@ def test_staging_never_waits_for_an_api_that_does_not_answer(control_plane, tmp_
             connection.close()
         objects.stop()
         client.close()
+
+
+def test_an_object_read_for_a_pod_already_gone_is_dropped_once_unused(admin, namespace):
+    admin.create(path(resource="configmaps", namespace=namespace), {"metadata": {"name": "stray"}, "data": {}})
+    now = [0.0]
+    objects = ClusterObjects(admin, ttl=0.2, fresh_for=100.0, clock=lambda: now[0])
+    objects.start()
+    try:
+        read_when_ready(lambda: objects.config_map(namespace, "stray"))  # staging of a pod removed meanwhile
+        assert objects.watched() == 1
+        now[0] += 10.0  # unused for longer than 3 refresh intervals
+        wait_for(lambda: objects.watched() == 0, what="the stray object dropped")
+    finally:
+        objects.stop()
