@@ -13,6 +13,7 @@ from tools.procs import processes_with, wait_until
 from vkcmd.pods import StaticResolver, Workspace
 from vkcmd.provider import PodManager
 from vkcmd.runtime import Runtime
+from vkcmd.runtime.probes import ProbeRunner
 
 
 class RecordingSink:
@@ -54,25 +55,28 @@ class FlakyResolver(StaticResolver):
 def provider(tmp_path):
     made = []
 
-    def make(resolver):
+    def make(resolver, probes=None):
         holder = {}
         runtime = Runtime(tmp_path / "state", on_exit=lambda report: holder["manager"].on_exit(report))
         sink = RecordingSink()
         manager = PodManager(runtime, Workspace(str(tmp_path / "ws")), resolver, sink, pod_ip="10.0.0.9",
                              home=str(tmp_path), base_env={"PATH": os.environ["PATH"],
-                                                           "VKCMD_TEST": str(tmp_path)})
+                                                           "VKCMD_TEST": str(tmp_path)},
+                             probes=probes)
         holder["manager"] = manager
         runtime.start()
         manager.start()
-        made.append((manager, runtime))
+        made.append((manager, runtime, probes))
         return manager, sink
 
     yield make
-    for manager, runtime in made:
+    for manager, runtime, probes in made:
         manager.stop()
         for pid in processes_with({"VKCMD_TEST": str(tmp_path)}):
             os.kill(pid, 9)
         runtime.stop()
+        if probes is not None:
+            probes.stop()
 
 
 def pod(name, command, **spec):
@@ -81,6 +85,11 @@ def pod(name, command, **spec):
                          "creationTimestamp": "2026-11-27T00:00:00Z"},
             "spec": {"restartPolicy": "Never", "nodeName": "n",
                      "containers": [{"name": "c", "image": "none", "command": command}], **spec}}
+
+
+def ready(manager, uid):
+    got = manager.status(uid)
+    return bool(got) and any(c["type"] == "Ready" and c["status"] == "True" for c in got[1].get("conditions") or [])
 
 
 def phase(manager, uid):
@@ -162,3 +171,19 @@ def test_a_failing_sync_is_reported_and_retried(tmp_path, monkeypatch):
         wait_until(lambda: not runtime.runs(), 10, "the run killed")
         manager.stop()
         runtime.stop()
+
+
+def test_a_long_deadline_and_a_1s_probe_keep_the_timer_heap_bounded(provider):
+    probes = ProbeRunner(workers=2)
+    manager, sink = provider(StaticResolver(), probes)
+    body = pod("steady", ["sleep", "60"], activeDeadlineSeconds=86400)
+    body["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    uid = body["metadata"]["uid"]
+    manager.upsert(body)
+    wait_until(lambda: ready(manager, uid), 10, "Ready by its probe")
+    sizes = []
+    for _ in range(6):  # each probe result is a sync that re-adds the deadline and the next probe
+        time.sleep(1)
+        sizes.append(manager._queue.timers())
+    assert max(sizes) <= 3, sizes
+    manager.remove(body)
