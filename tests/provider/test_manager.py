@@ -187,3 +187,59 @@ def test_a_long_deadline_and_a_1s_probe_keep_the_timer_heap_bounded(provider):
         sizes.append(manager._queue.timers())
     assert max(sizes) <= 3, sizes
     manager.remove(body)
+
+
+class WedgingLogs:
+    """A LogWatcher whose first rotations fail the way a directory at ``stdout.previous`` once made them."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.rotations = 0
+
+    def watch(self, container_dir):
+        pass
+
+    def unwatch(self, container_dir):
+        pass
+
+    def notify(self, container_dir):
+        pass
+
+    def rotate(self, container_dir):
+        self.rotations += 1
+        if self.rotations <= self.failures:
+            raise IsADirectoryError(21, "Is a directory", os.path.join(container_dir, "stdout.previous"))
+
+
+def test_an_unexpected_failure_before_launch_waits_with_a_reason_and_is_retried_with_back_off(tmp_path, monkeypatch):
+    import vkcmd.provider.launch as launch_module
+
+    monkeypatch.setattr(launch_module, "CONFIG_RETRY", 0.3)
+    holder = {}
+    runtime = Runtime(tmp_path / "state", on_exit=lambda report: holder["m"].on_exit(report))
+    sink = RecordingSink()
+    logs = WedgingLogs(failures=3)
+    manager = PodManager(runtime, Workspace(str(tmp_path / "ws")), StaticResolver(), sink, pod_ip="10.0.0.9",
+                         home=str(tmp_path), base_env={"PATH": os.environ["PATH"]}, logs=logs,
+                         backoff_initial=0.01, backoff_max=5)
+    holder["m"] = manager
+    runtime.start()
+    manager.start()
+    try:
+        body = pod("wedged", ["sh", "-c", "test -e ran || { touch ran; exit 1; }"], restartPolicy="OnFailure")
+        uid = body["metadata"]["uid"]
+        manager.upsert(body)
+        # the restart's rotation fails: the container waits with the error, never stuck in Staging
+        wait_until(lambda: (manager.status(uid) or [None, {}])[1].get("containerStatuses", [{}])[0]
+                   .get("state", {}).get("waiting", {}).get("reason") == "CreateContainerError", 10,
+                   "a CreateContainerError waiting reason")
+        waiting = manager.status(uid)[1]["containerStatuses"][0]["state"]["waiting"]
+        assert "stdout.previous" in waiting["message"]
+        assert any(e[2] == "Failed" and "Is a directory" in e[3] for e in sink.events)
+        started = time.monotonic()
+        wait_until(lambda: phase(manager, uid) == "Succeeded", 15, "Succeeded once the rotation works")
+        # three failures retried after 0.3, 0.6 and 1.2 s: backed off, not hammered
+        assert logs.rotations == 4 and time.monotonic() - started >= 1.0
+    finally:
+        manager.stop()
+        runtime.stop()

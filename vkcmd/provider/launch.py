@@ -135,7 +135,10 @@ class Launcher:
         except Exception as error:  # a cache, the disk, a bug: the container waits with the reason, retried
             log.exception("starting %s failed", container.machine.id)
             if container.state is CS.STAGING:
-                self._wait_and_retry(record, container, "CreateContainerError", str(error) or type(error).__name__)
+                container.start_failures += 1
+                delay = min(CONFIG_RETRY * 2 ** (container.start_failures - 1), self._backoff[1])
+                self._wait_and_retry(record, container, "CreateContainerError",
+                                     str(error) or type(error).__name__, delay)
 
     def _stage_and_launch(self, record: PodRecord, container: ContainerRecord, now: float) -> None:
         try:
@@ -168,6 +171,7 @@ class Launcher:
             container.last_termination = container.termination
         container.termination = None
         container.restarting = False
+        container.start_failures = 0
         container.run_id = info.run_id
         container.started_at = info.started_at
         container.container_id = f"vkcmd://{info.pgid}"
@@ -180,12 +184,13 @@ class Launcher:
         self._sink.event(record.pod, NORMAL, "Created", f"Created container {container.name}", container.name)
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
 
-    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str) -> None:
-        """Staging failed: the container waits with ``reason`` and is staged again later."""
+    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str,
+                        delay: float = CONFIG_RETRY) -> None:
+        """Staging failed: the container waits with ``reason`` and is staged again after ``delay``."""
         container.machine.fire(CE.CONFIG_ERROR, reason=message)
         container.waiting_reason, container.waiting_message = reason, message
         self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
-        self._wake(record.uid, CONFIG_RETRY)
+        self._wake(record.uid, delay)
 
 
 def _api_container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class ContainerRecord:
     crashes: int = 0
     restart_at: float | None = None  # back-off ends (monotonic-free wall time)
     restarting: bool = False
+    start_failures: int = 0  # consecutive unexpected staging/launch failures (their retry backs off)
     termination: Termination | None = None
     last_termination: Termination | None = None
     waiting_reason: str = "ContainerCreating"
