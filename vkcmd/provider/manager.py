@@ -90,7 +90,8 @@ class PodManager:
                                   backoff=(backoff_initial, backoff_max), logs=logs, metrics=metrics, clock=clock,
                                   wake=self._queue.add_after, stopped=self._stopped)
         self._prober = Prober(probes, post=self._post_probe, wake=self._queue.add_after, event=sink.event,
-                              terminate=lambda key, grace: runtime.terminate(key, grace), clock=clock)
+                              terminate=lambda key, grace: runtime.terminate(key, grace), clock=clock,
+                              pod_ip=pod_ip)
 
     # --- life ------------------------------------------------------------------------------
 

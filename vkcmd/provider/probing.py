@@ -1,4 +1,4 @@
-"""Exec probes of running containers, for the provider: when to run them and what their results mean.
+"""Probes of running containers (exec, httpGet, tcpSocket, grpc), for the provider: when to run them and what their results mean.
 
 The kubelet's prober semantics: initial delay, period, timeout, success and failure
 thresholds; startup gates liveness and readiness; readiness drives the container's
@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from vkcmd.machines import CONTAINER_LIVE
+from vkcmd.probing import network_check
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period
 from vkcmd.runtime.probes import ProbeResult, ProbeRunner
 
 NORMAL, WARNING = "Normal", "Warning"
+NETWORK_ACTIONS = ("httpGet", "tcpSocket", "grpc")
 LABELS = {"startup": "Startup", "liveness": "Liveness", "readiness": "Readiness"}
 
 ProbeItem = tuple[str, "str | None", str, ProbeResult]  # (runtime key, run id, kind, result)
@@ -31,8 +33,9 @@ class Prober:
 
     def __init__(self, runner: ProbeRunner | None, *, post: Callable[[str, ProbeItem], None],
                  wake: Callable[[str, float], None], event: Callable[..., None],
-                 terminate: Callable[[str, float], None], clock: Callable[[], float]) -> None:
+                 terminate: Callable[[str, float], None], clock: Callable[[], float], pod_ip: str) -> None:
         self._runner = runner
+        self._pod_ip = pod_ip
         self._post = post
         self._wake = wake
         self._event = event
@@ -62,17 +65,23 @@ class Prober:
             self._wake(record.uid, max(0.0, soonest - now))
 
     def _start(self, record: PodRecord, container: ContainerRecord, kind: str, spec: dict[str, Any]) -> None:
-        command = (spec.get("exec") or {}).get("command")
         uid, key, run_id = record.uid, container.key, container.run_id
+        timeout = float(spec.get("timeoutSeconds") or 1)
 
         def done(result: ProbeResult) -> None:
             self._post(uid, (key, run_id, kind, result))
 
+        action = next((name for name in NETWORK_ACTIONS if spec.get(name) is not None), None)
+        if action is not None:
+            ports = container.spec.get("ports") or []
+            self._runner.call(lambda: network_check(spec[action], action, self._pod_ip, ports, timeout), done)
+            return
+        command = (spec.get("exec") or {}).get("command")
         if not command:
-            done(ProbeResult(True, "only exec probes run on vkcmd nodes; this probe is taken as passing"))
+            done(ProbeResult(False, "probe has no handler (exec, httpGet, tcpSocket or grpc)"))
             return
         env = {**container.env, "VKCMD_RUN": run_id or ""}
-        self._runner.submit(command, env, container.cwd or "/", float(spec.get("timeoutSeconds") or 1), done)
+        self._runner.submit(command, env, container.cwd or "/", timeout, done)
 
     def apply(self, record: PodRecord, item: ProbeItem) -> None:
         """Count one result: thresholds flip readiness and startup; liveness and startup failures

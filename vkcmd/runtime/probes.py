@@ -59,6 +59,19 @@ class ProbeRunner:
         if not self._stopping.is_set():
             self._pool.submit(job)
 
+    def call(self, check: Callable[[], ProbeResult], on_result: Callable[[ProbeResult], None]) -> None:
+        """Run ``check`` (a network probe, bounded by its own timeout) on the pool."""
+        def job() -> None:
+            try:
+                result = check()
+            except Exception as error:
+                log.exception("probe failed to run")
+                result = ProbeResult(False, f"probe could not run: {error}")
+            on_result(result)
+
+        if not self._stopping.is_set():
+            self._pool.submit(job)
+
     def stop(self) -> None:
         """Cancel queued probes, kill running ones, and join the pool."""
         self._stopping.set()

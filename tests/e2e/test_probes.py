@@ -1,0 +1,93 @@
+"""Probes of every kind on a real node: httpGet, tcpSocket and grpc against servers the pods run."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.node import Node, container_state, pod_manifest, wait_for
+
+GRPC_SERVER = str(Path(__file__).resolve().parents[1] / "provider" / "grpc_health_server.py")
+
+
+@pytest.fixture(scope="module")
+def node(control_plane, tmp_path_factory):
+    running = Node(control_plane, tmp_path_factory.mktemp("vk"), name="vk-probes").start()
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod or {}).get("status", {}).get(
+        "conditions") or [])
+
+
+def events(kube_client, namespace, name):
+    from kubernetes import client
+
+    items = client.CoreV1Api(kube_client).list_namespaced_event(namespace).items
+    return [(e.reason, e.message) for e in items if e.involved_object.name == name]
+
+
+def probed(name, command, probe_kind, probe, ports=None):
+    manifest = pod_manifest(name, command, restart="Always")
+    container = manifest["spec"]["containers"][0]
+    container[f"{probe_kind}Probe"] = {"periodSeconds": 1, "timeoutSeconds": 2, **probe}
+    if ports:
+        container["ports"] = ports
+    return manifest
+
+
+def test_http_get_readiness_follows_a_real_server_and_fails_on_a_closed_port(node, namespace, kube_client):
+    port, closed = free_port(), free_port()
+    serve = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    node.create(probed("web", serve, "readiness", {"httpGet": {"path": "/", "port": "http"}},
+                       ports=[{"name": "http", "containerPort": port}]), namespace)
+    node.create(probed("noweb", ["sleep", "300"], "readiness",
+                       {"httpGet": {"path": "/healthz", "port": closed}, "failureThreshold": 1}), namespace)
+    wait_for(lambda: ready(node.pod("web", namespace)), 30, what="web Ready by its httpGet probe")
+    wait_for(lambda: any(r == "Unhealthy" and "Readiness probe failed" in m and "refused" in m
+                         for r, m in events(kube_client, namespace, "noweb")), 30, what="an Unhealthy event")
+    pod = node.pod("noweb", namespace)
+    assert pod["status"]["phase"] == "Running" and not ready(pod)
+    assert container_state(pod)["ready"] is False
+    node.delete("web", namespace, grace=0)
+    node.delete("noweb", namespace, grace=0)
+
+
+def test_tcp_liveness_on_a_closed_port_restarts_the_container(node, namespace, kube_client):
+    node.create(probed("deaf", ["sleep", "300"], "liveness", {"tcpSocket": {"port": free_port()},
+                                                              "failureThreshold": 2}), namespace)
+    wait_for(lambda: (container_state(node.pod("deaf", namespace) or {"status": {}}) or {}).get("restartCount", 0)
+             >= 1, 40, what="a restart by the liveness probe")
+    said = events(kube_client, namespace, "deaf")
+    assert any(r == "Killing" and "failed liveness probe" in m for r, m in said)
+    node.delete("deaf", namespace, grace=0)
+
+
+def test_grpc_readiness_against_a_health_server_the_pod_runs(node, namespace, kube_client):
+    port = free_port()
+    serving = probed("grpc", [sys.executable, GRPC_SERVER, str(port), "=1", "db=2"], "readiness",
+                     {"grpc": {"port": port}})
+    sick = probed("grpcsick", [sys.executable, GRPC_SERVER, str(free_port()), "=1", "db=2"], "readiness",
+                  {"grpc": {"port": 0, "service": "db"}})
+    sick_port = int(sick["spec"]["containers"][0]["command"][2])
+    sick["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = sick_port
+    node.create(serving, namespace)
+    node.create(sick, namespace)
+    wait_for(lambda: ready(node.pod("grpc", namespace)), 40, what="Ready by its gRPC health check")
+    wait_for(lambda: any(r == "Unhealthy" and "NOT_SERVING" in m for r, m in events(kube_client, namespace,
+                                                                                  "grpcsick")), 40,
+             what="an Unhealthy event: the db service is NOT_SERVING")
+    assert not ready(node.pod("grpcsick", namespace))
+    node.delete("grpc", namespace, grace=0)
+    node.delete("grpcsick", namespace, grace=0)
