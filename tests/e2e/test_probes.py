@@ -1,4 +1,5 @@
-"""Probes of every kind on a real node: httpGet, tcpSocket and grpc against servers the pods run."""
+"""Probes of every kind on a real node (httpGet, tcpSocket and grpc against servers the pods run),
+and termination messages read by kubectl."""
 
 from __future__ import annotations
 
@@ -91,3 +92,19 @@ def test_grpc_readiness_against_a_health_server_the_pod_runs(node, namespace, ku
     assert not ready(node.pod("grpcsick", namespace))
     node.delete("grpc", namespace, grace=0)
     node.delete("grpcsick", namespace, grace=0)
+
+
+def test_termination_messages_from_the_file_and_from_the_logs(node, namespace, kubectl):
+    # /dev/termination-log is re-rooted: the container writes it under its directory, which vkcmd prepares
+    node.create(pod_manifest("said", ["sh", "-c", "echo 'all done: 4 left' > dev/termination-log; exit 4"]),
+                namespace)
+    fallback = pod_manifest("tail", ["sh", "-c", "for n in $(seq 1 100); do echo line $n; done; exit 3"])
+    fallback["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    node.create(fallback, namespace)
+    for name in ("said", "tail"):
+        node.wait_phase(name, namespace=namespace)
+    jsonpath = "-o=jsonpath={.status.containerStatuses[0].state.terminated.message}"
+    said = kubectl("get", "pod", "said", "-n", namespace, jsonpath, check=True).stdout
+    assert said.strip() == "all done: 4 left"
+    tail = kubectl("get", "pod", "tail", "-n", namespace, jsonpath, check=True).stdout.splitlines()
+    assert tail[-1] == "line 100" and len(tail) == 80

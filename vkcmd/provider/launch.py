@@ -18,6 +18,7 @@ from vkcmd.pods import ConfigError, Resolver, Workspace, stage_container
 from vkcmd.pods.podstatus import Termination
 from vkcmd.provider import decide
 from vkcmd.provider.records import ContainerRecord, PodRecord
+from vkcmd.provider.termination import prepare as prepare_message, termination_message
 from vkcmd.runtime import ExitReport, LaunchError, LaunchSpec, Recovered, Runtime
 
 log = logging.getLogger("vkcmd.provider")
@@ -98,9 +99,12 @@ class Launcher:
         if report is None:
             return
         started = report.started_at or container.started_at
+        message = report.message
+        if container.container_dir and report.reason != "StartError":
+            message = termination_message(container.container_dir, container.spec, report.exit_code) or message
         container.termination = Termination(
             exit_code=report.exit_code, reason=report.reason, started_at=started,
-            finished_at=report.finished_at or now, message=report.message, signal=report.signal,
+            finished_at=report.finished_at or now, message=message, signal=report.signal,
             container_id=container.container_id)
         container.started_at = None
         ran = (report.finished_at or now) - (started or now)
@@ -153,6 +157,7 @@ class Launcher:
         container.image_id = staged.image_id
         if self._logs is not None and container.termination is not None:
             self._logs.rotate(staged.container_dir)  # the run before becomes "previous"
+        prepare_message(staged.container_dir, container.spec)
         spec = LaunchSpec(key=container.key, argv=staged.argv, env=staged.env, cwd=staged.cwd,
                           container_dir=staged.container_dir, memory_limit_bytes=staged.memory_limit_bytes,
                           cpu_limit_cores=staged.cpu_limit_cores)
