@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from fsm import LogObserver
 from vkcmd.config import ConfigError, Settings
-from vkcmd.kube.client import KubeClient
+from vkcmd.kube import bootstrap
+from vkcmd.kube.client import ApiError, KubeClient
 from vkcmd.kube.events import EventRecorder
 from vkcmd.kube.node import NodeConfig, NodeController
 from vkcmd.kube.objects import ClusterObjects
@@ -40,7 +41,7 @@ from vkcmd.pods import Workspace
 from vkcmd.provider import PodManager
 from vkcmd.runtime import ExitReport, Runtime
 from vkcmd.runtime.host import HostFacts, host_facts
-from vkcmd.runtime.logindex import LogIndexer
+from vkcmd.containerlogs import LogIndexer
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.serving import NodeBackend
 
@@ -53,15 +54,21 @@ class StopRequest:
     message: str
 
 
-def node_config(settings: Settings) -> NodeConfig:
+def node_config(settings: Settings, node_identity: bool = False) -> NodeConfig:
     return NodeConfig(
         name=settings.node_name, pod_ip=settings.pod_ip, kubelet_port=settings.kubelet_port,
         provider=settings.provider, node_type=settings.node_type, site=settings.site,
         walltime=settings.walltime, max_pods=settings.max_pods, cpu=settings.cpu, memory=settings.memory,
         lease_duration=settings.lease_duration, lease_renew_interval=settings.lease_renew_interval,
         status_interval=settings.node_status_interval, alivetime_interval=settings.alivetime_interval,
-        drain_margin=settings.drain_margin, delete_on_exit=settings.delete_node_on_exit,
+        drain_margin=settings.drain_margin, delete_on_exit=settings.delete_node_on_exit, node_identity=node_identity,
     )
+
+
+def is_node_identity(client: KubeClient, node_name: str) -> bool:
+    """The client is this node's kubelet identity (``system:node:<name>`` in ``system:nodes``)."""
+    identity = client.certificate_identity()
+    return identity is not None and identity[0] == f"system:node:{node_name}" and "system:nodes" in identity[1]
 
 
 class StopRequests:
@@ -159,21 +166,35 @@ class App:
         self.facts: HostFacts = host_facts()
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        if s.bootstrap_kubeconfig:
+            bootstrap.bootstrap(s.kubeconfig, s.bootstrap_kubeconfig, s.node_name)
         self.client = KubeClient.from_kubeconfig(s.kubeconfig, observer=self.metrics.observe_api_request)
+        self.rotation = bootstrap.CertificateRotation(self.client, s.kubeconfig, s.node_name,
+                                                      on_renewed=lambda: self.client.reload(s.kubeconfig)) \
+            if s.bootstrap_kubeconfig else None
         trace = [LogObserver(), self.metrics.fsm_observer()]
-        cert, key = tls.serving_pair(s.tls_cert_file, s.tls_key_file, state_dir=s.state_dir,
+        cert_file, key_file = s.tls_cert_file, s.tls_key_file
+        if s.serving_cert_bootstrap and not cert_file:
+            cert_file, key_file = self._cluster_serving_pair()
+        cert, key = tls.serving_pair(cert_file, key_file, state_dir=s.state_dir,
                                      node_name=s.node_name, addresses=[s.pod_ip])
         client_ca = s.client_ca_file or self.client.configuration.ssl_ca_cert
         context = tls.server_context(cert, key, client_ca)
+        self.serving_rotation = None
+        if s.serving_cert_bootstrap and cert_file and cert_file != s.tls_cert_file:  # the cluster's pair
+            # the reload hook: new handshakes use the renewed pair (an SSLContext takes a new chain in place)
+            self.serving_rotation = bootstrap.serving_rotation(
+                self.client, s.node_name, [s.pod_ip], [self.facts.hostname], s.state_dir,
+                on_renewed=lambda c, k: context.load_cert_chain(c, k))
 
         self.events = EventRecorder(self.client, s.node_name)
-        self.pods = PodController(self.client, s.node_name, self.events)
+        self.objects = ClusterObjects(self.client, on_change=lambda kind, ns, name: self.provider.object_changed(
+            kind, ns, name), node_facts=self._node_facts)
+        self.pods = PodController(self.client, s.node_name, self.events, references=self.objects)
         relay = _ExitRelay()
         self.runtime = Runtime(Path(s.state_dir) / "runs", on_exit=relay)
         self.indexer = LogIndexer()
         self.probes = ProbeRunner()
-        self.objects = ClusterObjects(self.client, on_change=lambda kind, ns, name: self.provider.object_changed(
-            kind, ns, name), node_facts=self._node_facts)
         self.provider = PodManager(
             self.runtime, Workspace(s.workspace_root), self.objects, self.pods, pod_ip=s.pod_ip,
             home=str(Path.home()), base_env=dict(os.environ), backoff_initial=s.backoff_initial,
@@ -182,8 +203,8 @@ class App:
         relay.target = self.provider.on_exit
         self.pods.attach(self.provider)
         self.metrics.set_pod_phase_source(self._phases)
-        self.node = NodeController(self.client, node_config(s), self.facts, self.pods, observers=trace,
-                                   on_drain_request=self.request_stop)
+        self.node = NodeController(self.client, node_config(s, is_node_identity(self.client, s.node_name)), self.facts,
+                                   self.pods, observers=trace, on_drain_request=self.request_stop, events=self.events)
         authorizer = Authorizer(s.node_name, None if s.authorization_mode == "AlwaysAllow"
                                 else AccessReviewer(self.client))
         self.server = KubeletServer(node_name=s.node_name, backend=NodeBackend(self.provider, self.runtime,
@@ -192,6 +213,16 @@ class App:
                                     authorizer=authorizer, registry=self.registry, metrics=self.metrics,
                                     port=s.kubelet_port)
         self.exporter = MetricsExporter(self.registry, s.metrics_port) if s.metrics_port else None
+
+    def _cluster_serving_pair(self) -> tuple[str | None, str | None]:
+        """A kubelet-serving certificate from the cluster, or (None, None): the self-signed pair then."""
+        s = self.settings
+        try:
+            return bootstrap.serving_certificate(self.client, s.node_name, [s.pod_ip], [self.facts.hostname],
+                                                 s.state_dir)
+        except (bootstrap.BootstrapError, ApiError) as error:
+            log.warning("no serving certificate from the cluster (%s); serving a self-signed one", error)
+            return None, None
 
     def _node_facts(self) -> dict[str, Any]:
         s = self.settings
@@ -217,6 +248,9 @@ class App:
         s = self.settings
         self.requests.install()
         self.runtime.start()
+        for rotation in (self.rotation, self.serving_rotation):
+            if rotation is not None:
+                rotation.start()
         self.indexer.start()
         self.events.start()
         self.objects.start()
@@ -266,6 +300,9 @@ class App:
         self.objects.stop()
         self.events.stop()
         self.node.stop()
+        for rotation in (self.rotation, self.serving_rotation):
+            if rotation is not None:
+                rotation.stop()
         self.indexer.stop()
         self.runtime.stop()
         self.client.close()
@@ -279,4 +316,7 @@ def run(settings: Settings) -> int:
     except ConfigError as error:
         print(f"vkcmd: {error}", flush=True, file=sys.stderr)
         return 2
+    except (bootstrap.BootstrapError, ApiError) as error:  # (never a credential in these messages)
+        print(f"vkcmd: could not join with the bootstrap kubeconfig: {error}", flush=True, file=sys.stderr)
+        return 1
     return app.run()

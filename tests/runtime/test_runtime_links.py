@@ -14,7 +14,8 @@ import threading
 import pytest
 
 from vkcmd.runtime import LaunchError
-from vkcmd.runtime.logindex import LogIndexer, index_name
+from vkcmd.containerlogs import LogIndexer
+from vkcmd.containerlogs.indexfile import index_name
 from vkcmd.runtime.safefs import DISPLACED_PREFIX
 
 PRECIOUS = "precious\n"

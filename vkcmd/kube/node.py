@@ -15,8 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from fsm import Machine
 from vkcmd import __version__
@@ -24,6 +23,8 @@ from vkcmd.backoff import Backoff, retry
 from vkcmd.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient, path
 from vkcmd.kube.informer import ADDED, DELETED, MODIFIED, Informer
 from vkcmd.kube.lease import LEASE_NAMESPACE, NodeLease
+from vkcmd.kube.nodelabels import refused_labels, split
+from vkcmd.kube.nodetypes import EventSink, HostFacts, NodeConfig, PodLifecycle
 from vkcmd.kube.walltime import Walltime
 from vkcmd.machines import NODE, NodeEvent, NodeState
 from vkcmd.timefmt import rfc3339
@@ -34,58 +35,8 @@ PROVIDER_TAINT = "virtual-kubelet.io/provider"
 DRAIN_TAINT = "vkcmd.jiriaf.io/draining"
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 DRAIN_ANNOTATION = "vkcmd.jiriaf.io/drain"  # an operator sets it (any value = reason) to drain the node
-__all__ = ["DRAIN_ANNOTATION", "DRAIN_TAINT", "LEASE_NAMESPACE", "NodeConfig", "NodeController"]
-
-
-class HostFacts(Protocol):
-    """Facts about the host the node reports (read by the runtime side, handed in by the app)."""
-
-    hostname: str
-    cpus: int
-    memory_bytes: int
-    os: str
-    arch: str
-    kernel: str
-    os_image: str
-    machine_id: str
-    boot_id: str
-
-
-class PodLifecycle(Protocol):
-    """What the node needs from the pod side (implemented by the pod controller)."""
-
-    def drain(self, reason: str, message: str, fast: bool) -> None:
-        """Terminate every pod with its grace period (none when ``fast``); final status Failed/reason."""
-
-    def hurry(self) -> None:
-        """Skip the remaining grace periods of a drain in progress."""
-
-    def wait_drained(self, timeout: float) -> bool:
-        """True once every pod's processes are gone and final statuses written."""
-
-    def max_grace_period(self) -> float:
-        """The longest termination grace period among the node's pods."""
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    name: str
-    pod_ip: str
-    kubelet_port: int
-    provider: str = "mock"
-    node_type: str = ""
-    site: str = ""
-    walltime: int = 0
-    max_pods: int = 1000
-    cpu: str | None = None
-    memory: str | None = None
-    lease_duration: int = 40
-    lease_renew_interval: float = 10.0
-    status_interval: float = 300.0
-    alivetime_interval: float = 60.0
-    drain_margin: float = 60.0
-    delete_on_exit: bool = False
-    drain_patience: float = 30.0  # beyond the longest grace period, before a drain is forced
+__all__ = ["DRAIN_ANNOTATION", "DRAIN_TAINT", "LEASE_NAMESPACE", "EventSink", "HostFacts", "NodeConfig",
+           "NodeController", "PodLifecycle"]
 
 
 def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
@@ -101,8 +52,9 @@ class NodeController:
 
     def __init__(self, client: KubeClient, config: NodeConfig, facts: HostFacts, pods: PodLifecycle, *,
                  observers: Iterable[Callable] = (), clock: Callable[[], float] = time.time,
-                 on_drain_request: Callable[[str, str], None] | None = None) -> None:
+                 on_drain_request: Callable[[str, str], None] | None = None, events: EventSink | None = None) -> None:
         self._client = client
+        self._events = events
         self.config = config
         self._facts = facts
         self._pods = pods
@@ -123,6 +75,7 @@ class NodeController:
         self._previous_conditions: dict[str, dict[str, Any]] = {}
         self._recreate = False
         self._drain_asked = False
+        self._refused: set[str] = set()  # labels the API refused to let this node set
         self._thread: threading.Thread | None = None
         self._informer = Informer(client, path(resource="nodes"), name="node",
                                   field_selector=f"metadata.name={config.name}", handler=self._on_node_event)
@@ -139,6 +92,11 @@ class NodeController:
 
     def start(self) -> None:
         """Register (retrying until the API answers or stop), then start the heartbeat."""
+        left_out = split(self.labels(), self.config.node_identity)[1]
+        if left_out:
+            log.info("running as node identity system:node:%s: not setting %s (NodeRestriction forbids a node "
+                     "these labels; select vkcmd nodes on type=virtual-kubelet or jiriaf.* instead)", self.config.name,
+                     ", ".join(f"{k}={v}" for k, v in sorted(left_out.items())))
         backoff = Backoff(0.5, 30.0, jitter=0.2)
         while not self._stop.is_set():
             try:
@@ -222,6 +180,10 @@ class NodeController:
             labels["jiriaf.alivetime"] = str(self.alivetime())
         return labels
 
+    def _labels_to_set(self) -> dict[str, str]:
+        kept = split(self.labels(), self.config.node_identity)[0]
+        return {k: v for k, v in kept.items() if k not in self._refused}
+
     def _taints(self) -> list[dict[str, str]]:
         return [{"key": PROVIDER_TAINT, "value": self.config.provider, "effect": "NoSchedule"}]
 
@@ -270,18 +232,39 @@ class NodeController:
     # --- registration ---------------------------------------------------------------------
 
     def _register(self) -> None:
+        created = None
+        while created is None:
+            try:
+                created = self._create_or_adopt()
+            except ApiError as error:
+                refused = [k for k in refused_labels(error.message) if k not in self._refused]
+                if error.status != 403 or not refused:
+                    raise
+                self._refused.update(refused)  # named once, then registered without them
+                message = f"the API server refused labels {', '.join(refused)} for this node: {error.message}"
+                log.warning("node %s: %s; registering without them", self.config.name, message)
+                if self._events is not None:
+                    self._events.record({"kind": "Node", "metadata": {"name": self.config.name,
+                                                                      "uid": self.config.name}},
+                                        "Warning", "LabelRefused", message)
+        self._register_done(created)
+
+    def _create_or_adopt(self) -> dict[str, Any]:
         name = self.config.name
         body = {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": self.labels()},
+                "metadata": {"name": name, "labels": self._labels_to_set()},
                 "spec": {"taints": self._taints()}}
         try:
             created = self._client.create(path(resource="nodes"), body)
             log.info("node %s created", name)
+            return created
         except ApiError as error:
             if not error.already_exists:
                 raise
-            created = retry(self._adopt, attempts=5, retry_on=lambda e: isinstance(e, ApiError) and e.conflict,
-                            what=f"adopting node {name} (it kept changing)", log=log)
+        return retry(self._adopt, attempts=5, retry_on=lambda e: isinstance(e, ApiError) and e.conflict,
+                     what=f"adopting node {name} (it kept changing)", log=log)
+
+    def _register_done(self, created: dict[str, Any]) -> None:
         self._previous_conditions = {c["type"]: c for c in (created.get("status") or {}).get("conditions") or []}
         self._write_status(force=True)
         self.lease.renew(created)
@@ -293,7 +276,7 @@ class NodeController:
         updated = copy.deepcopy(existing)
         meta = updated.setdefault("metadata", {})
         labels = meta.setdefault("labels", {})
-        labels.update(self.labels())
+        labels.update(self._labels_to_set())
         if self.config.walltime <= 0:
             labels.pop("jiriaf.walltime", None)
             labels.pop("jiriaf.alivetime", None)
@@ -301,7 +284,13 @@ class NodeController:
         spec = updated.setdefault("spec", {})
         spec.pop("unschedulable", None)
         ours = {t["key"] for t in self._taints()} | {DRAIN_TAINT, UNSCHEDULABLE_TAINT}
-        spec["taints"] = [t for t in spec.get("taints") or [] if t.get("key") not in ours] + self._taints()
+        if not self.config.node_identity:
+            spec["taints"] = [t for t in spec.get("taints") or [] if t.get("key") not in ours] + self._taints()
+        elif not any(t.get("key") == PROVIDER_TAINT for t in spec.get("taints") or []):
+            # NodeRestriction: a node may set taints when it registers, never change them after
+            log.warning("node %s exists without the %s taint and a node identity may not add it: pods that do "
+                        "not tolerate it may be scheduled here until an operator taints the node or deletes "
+                        "it", name, PROVIDER_TAINT)
         adopted = self._client.replace(path(resource="nodes", name=name), updated)
         log.info("node %s existed; adopted", name)
         return adopted
@@ -376,15 +365,19 @@ class NodeController:
     # --- drain ----------------------------------------------------------------------------
 
     def _cordon(self, reason: str, message: str) -> None:
-        """Unschedulable plus the drain taint, as a JSON patch (no resourceVersion: nothing to conflict on)."""
+        """Unschedulable plus the drain taint (a node identity: unschedulable only), as a JSON patch
+        (no resourceVersion: nothing to conflict on)."""
         name = self.config.name
         with self._lock:
             self._ready_condition = _condition("Ready", "False", reason, message)
         taint = {"key": DRAIN_TAINT, "value": reason, "effect": "NoSchedule"}
 
         def patch() -> None:
-            taints = (self._client.get(path(resource="nodes", name=name)).get("spec") or {}).get("taints")
             ops = [{"op": "add", "path": "/spec/unschedulable", "value": True}]
+            if self.config.node_identity:  # may not change its taints (NodeRestriction): unschedulable only
+                self._client.patch(path(resource="nodes", name=name), ops, JSON_PATCH)
+                return
+            taints = (self._client.get(path(resource="nodes", name=name)).get("spec") or {}).get("taints")
             if taints is None:
                 ops.append({"op": "add", "path": "/spec/taints", "value": [taint]})
             elif not any(t.get("key") == DRAIN_TAINT for t in taints):

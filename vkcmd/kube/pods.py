@@ -40,12 +40,22 @@ class Provider(Protocol):
     def max_grace_period(self) -> float: ...
 
 
+class References(Protocol):
+    """Who reads what the node's pods reference (``kube.objects.ClusterObjects``): told of each pod first."""
+
+    def add_pod(self, pod: dict[str, Any]) -> None: ...
+    def remove_pod(self, pod: dict[str, Any]) -> None: ...
+    def retain(self, uids: list[str]) -> None: ...
+
+
 class PodController:
     """Joins the API and the provider; the provider's ``PodSink``."""
 
     def __init__(self, client: KubeClient, node_name: str, events: EventRecorder, *, writers: int = 2,
-                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> None:
+                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                 references: References | None = None) -> None:
         self._client = client
+        self._references = references
         self._events = events
         self._provider: Provider | None = None
         self._writers = writers
@@ -82,14 +92,22 @@ class PodController:
     # --- from the API -----------------------------------------------------------------------
 
     def _on_pod(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        refs = self._references
         if event in (ADDED, MODIFIED) and new is not None:
+            if refs is not None:
+                refs.add_pod(new)  # its ConfigMaps, Secrets are fetched while the provider gets to it
             self._provider.upsert(new)
         elif event == DELETED and old is not None:
             with self._written_lock:
                 self._written.pop(old["metadata"].get("uid"), None)
             self._provider.remove(old)
+            if refs is not None:
+                refs.remove_pod(old)
         elif event == SYNCED:
-            self._provider.resync([p["metadata"]["uid"] for p in self.informer.list()])
+            uids = [p["metadata"]["uid"] for p in self.informer.list()]
+            if refs is not None:
+                refs.retain(uids)
+            self._provider.resync(uids)
 
     # --- PodSink ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from vkcmd.machines import ContainerEvent as CE, ContainerState as CS
 from vkcmd.pods import ConfigError, Resolver, Workspace, stage_container
+from vkcmd.pods.errors import NOT_YET
 from vkcmd.pods.podstatus import Termination
 from vkcmd.provider import decide
 from vkcmd.provider.records import ContainerRecord, PodRecord
@@ -149,7 +150,7 @@ class Launcher:
             staged = stage_container(record.pod, container.spec, self._workspace, self._resolver,
                                      home=self._home, base_env=self._base_env)
         except ConfigError as error:
-            self._wait_and_retry(record, container, error.reason, error.message)
+            self._wait_and_retry(record, container, error.reason, error.message, event=error.cause != NOT_YET)
             return
         for event in staged.events:
             self._sink.event(record.pod, WARNING, event.reason, event.message, container.name)
@@ -190,11 +191,13 @@ class Launcher:
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
 
     def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str,
-                        delay: float = CONFIG_RETRY) -> None:
-        """Staging failed: the container waits with ``reason`` and is staged again after ``delay``."""
+                        delay: float = CONFIG_RETRY, event: bool = True) -> None:
+        """Staging failed (or waits on the resolver): the container waits with ``reason`` and is
+        staged again after ``delay``."""
         container.machine.fire(CE.CONFIG_ERROR, reason=message)
         container.waiting_reason, container.waiting_message = reason, message
-        self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
+        if event:
+            self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
         self._wake(record.uid, delay)
 
 

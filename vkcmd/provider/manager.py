@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE, PodState as PS
 from vkcmd.pods import Resolver, Workspace
+from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
 from vkcmd.provider import decide
 from vkcmd.provider.launch import Launcher, LogWatcher
@@ -35,6 +36,7 @@ from vkcmd.workqueue import WorkQueue, run_workers
 log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
+WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
 
 
@@ -153,7 +155,7 @@ class PodManager:
         with self._lock:
             waiting = [r.uid for r in self._records.values()
                        if (not namespace or r.namespace == namespace)
-                       and any(c.waiting_reason == "CreateContainerConfigError" for c in r.containers())]
+                       and any(c.waiting_reason in WAITS_ON_OBJECTS for c in r.containers())]
         for uid in waiting:
             self._queue.add(uid)
 

@@ -26,6 +26,7 @@ _NR_OPENAT2 = 437                      # the same number on every architecture (
 _RESOLVE_NO_SYMLINKS = 0x04
 _OPEN_HOW = struct.Struct("QQQ")       # struct open_how: flags, mode, resolve
 _openat2_missing = False
+_syscall = None
 
 
 class UnsafeEntry(OSError):
@@ -34,13 +35,15 @@ class UnsafeEntry(OSError):
 
 def _openat2(path: str, flags: int) -> int | None:
     """openat2(AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS); None when the kernel lacks it."""
-    global _openat2_missing
+    global _openat2_missing, _syscall
     if _openat2_missing:
         return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    how = ctypes.create_string_buffer(_OPEN_HOW.pack(flags, 0, _RESOLVE_NO_SYMLINKS))
-    fd = libc.syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_int(-100), ctypes.c_char_p(os.fsencode(path)),
-                      how, ctypes.c_size_t(_OPEN_HOW.size))
+    if _syscall is None:
+        _syscall = ctypes.CDLL(None, use_errno=True).syscall
+        _syscall.restype = ctypes.c_long
+    how = _OPEN_HOW.pack(flags, 0, _RESOLVE_NO_SYMLINKS)
+    fd = _syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_int(-100), ctypes.c_char_p(os.fsencode(path)),
+                  ctypes.c_char_p(how), ctypes.c_size_t(_OPEN_HOW.size))
     if fd >= 0:
         return fd
     err = ctypes.get_errno()
