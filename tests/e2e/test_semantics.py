@@ -1,5 +1,5 @@
-"""Probes of every kind on a real node (httpGet, tcpSocket and grpc against servers the pods run),
-and termination messages read by kubectl."""
+"""Kubernetes pod semantics on a real node: probes of every kind (httpGet, tcpSocket and grpc against
+servers the pods run), termination messages read by kubectl, workingDir."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ GRPC_SERVER = str(Path(__file__).resolve().parents[1] / "provider" / "grpc_healt
 
 @pytest.fixture(scope="module")
 def node(control_plane, tmp_path_factory):
-    running = Node(control_plane, tmp_path_factory.mktemp("vk"), name="vk-probes").start()
+    running = Node(control_plane, tmp_path_factory.mktemp("vk"), name="vk-semantics").start()
     yield running
     assert running.stop() == 0, running.log()
 
@@ -108,3 +108,20 @@ def test_termination_messages_from_the_file_and_from_the_logs(node, namespace, k
     assert said.strip() == "all done: 4 left"
     tail = kubectl("get", "pod", "tail", "-n", namespace, jsonpath, check=True).stdout.splitlines()
     assert tail[-1] == "line 100" and len(tail) == 80
+
+
+def test_working_dir_is_re_rooted_created_and_never_outside(node, namespace):
+    manifest = pod_manifest("wd2", ["sh", "-c", "pwd"])
+    manifest["spec"]["containers"][0]["workingDir"] = "/data/run"
+    node.create(manifest, namespace)
+    escape = pod_manifest("wd3", ["true"])
+    escape["spec"]["containers"][0]["workingDir"] = "/data/../../.."
+    node.create(escape, namespace)
+    node.wait_phase("wd2", namespace=namespace)
+    directory = node.container_dir("wd2", "c", namespace)
+    assert (directory / "stdout").read_text().strip() == str(directory / "data" / "run")
+    wait_for(lambda: (container_state(node.pod("wd3", namespace) or {"status": {}}) or {}).get("state", {})
+             .get("waiting", {}).get("reason") == "CreateContainerConfigError", 20,
+             what="a workingDir with .. refused with a reason")
+    assert "workingDir" in container_state(node.pod("wd3", namespace))["state"]["waiting"]["message"]
+    node.delete("wd3", namespace, grace=0)
