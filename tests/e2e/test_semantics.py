@@ -125,3 +125,25 @@ def test_working_dir_is_re_rooted_created_and_never_outside(node, namespace):
              what="a workingDir with .. refused with a reason")
     assert "workingDir" in container_state(node.pod("wd3", namespace))["state"]["waiting"]["message"]
     node.delete("wd3", namespace, grace=0)
+
+
+def test_a_native_sidecar_starts_first_runs_beside_the_app_and_stops_after_it(node, namespace):
+    manifest = pod_manifest("sidecar", ["sh", "-c", "test -e ../side/ready && sleep 2 && echo main done"])
+    manifest["spec"]["initContainers"] = [
+        {"name": "side", "image": "none", "restartPolicy": "Always",
+         "command": ["sh", "-c", "trap 'echo stopped > stopped; exit 0' TERM; sleep 1; touch ready; "
+                                 "while :; do sleep 0.2; done"],
+         "startupProbe": {"exec": {"command": ["test", "-e", "ready"]}, "periodSeconds": 1,
+                          "failureThreshold": 30},
+         "readinessProbe": {"exec": {"command": ["test", "-e", "ready"]}, "periodSeconds": 1}},
+        {"name": "after", "image": "none", "command": ["test", "-e", "../side/ready"]},
+    ]
+    node.create(manifest, namespace)
+    wait_for(lambda: (node.pod("sidecar", namespace) or {}).get("status", {}).get("phase") == "Running"
+             and ready(node.pod("sidecar", namespace)), 30, what="Running and Ready with its sidecar")
+    pod = node.wait_phase("sidecar", namespace=namespace, timeout=60)
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    statuses = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+    assert statuses["after"]["state"]["terminated"]["exitCode"] == 0  # it ran after the sidecar's start
+    assert "terminated" in statuses["side"]["state"]  # stopped once the main container was done
+    assert (node.container_dir("sidecar", "side", namespace) / "stopped").read_text() == "stopped\n"

@@ -48,6 +48,7 @@ class ContainerView:
     ready: bool = False
     started: bool | None = None
     restarting: bool = False  # Exited but another run will follow (back-off)
+    sidecar: bool = False  # an init container with restartPolicy Always (runs beside the app containers)
 
 
 def _terminated(term: Termination) -> dict[str, Any]:
@@ -127,6 +128,10 @@ def pod_phase(restart_policy: str, init: Sequence[ContainerView], app: Sequence[
 
 
 def _init_done(view: ContainerView) -> bool:
+    """A regular init container succeeded; a sidecar has started (once is enough)."""
+    if view.sidecar:
+        return bool(view.started and view.state is ContainerState.RUNNING) or view.termination is not None \
+            or view.last_termination is not None
     return (view.state is ContainerState.EXITED and view.termination is not None
             and view.termination.exit_code == 0 and not view.restarting)
 
@@ -158,7 +163,8 @@ def pod_conditions(previous: Sequence[Mapping[str, Any]], now: float, init: Sequ
     """PodScheduled, Initialized, ContainersReady, Ready."""
     by_type = {c.get("type"): c for c in previous}
     initialized = all(_init_done(view) for view in init)
-    not_ready = [view.name for view in app if not (view.ready and view.state is ContainerState.RUNNING)]
+    not_ready = [view.name for view in [*(v for v in init if v.sidecar), *app]
+                 if not (view.ready and view.state is ContainerState.RUNNING)]
     terminal = phase in ("Succeeded", "Failed")
     containers_ready = not not_ready and not terminal
     reason = "PodCompleted" if terminal else "ContainersNotReady"

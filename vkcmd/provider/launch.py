@@ -111,7 +111,8 @@ class Launcher:
         ran = (report.finished_at or now) - (started or now)
         after = decide.after_exit(decide.restart_policy(record.pod), container.init, report.exit_code, ran,
                                   container.crashes, self._backoff,
-                                  ending=record.ending is not None or self._stopped.is_set())
+                                  ending=record.ending is not None or self._stopped.is_set(),
+                                  sidecar=container.sidecar)
         container.restarting = after.again
         record.init_failed = record.init_failed or after.init_failed
         if not after.again:

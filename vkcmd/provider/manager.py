@@ -350,9 +350,15 @@ class PodManager:
             self._launcher.start(record, container, now)
         if plan.wake_in is not None:
             self._queue.add_after(record.uid, plan.wake_in)
-        if plan.complete or (plan.start and decide.app_done(record.app, policy)):
-            record.machine.fire(PE.COMPLETE, reason="init container failed" if record.init_failed
-                                else f"every container done (restartPolicy {policy})")
+        if not (plan.complete or (plan.start and decide.app_done(record.app, policy))):
+            return
+        if record.live():  # the main containers are done: the sidecars are stopped, then the pod ends
+            record.ending = decide.sidecars_ending(record.pod)
+            record.machine.fire(PE.END, reason="main containers done: stopping the sidecars")
+            self._end(record, now)
+            return
+        record.machine.fire(PE.COMPLETE, reason="init container failed" if record.init_failed
+                            else f"every container done (restartPolicy {policy})")
 
     def _publish(self, record: PodRecord, now: float) -> None:
         with self._lock:

@@ -81,8 +81,18 @@ class ContainerRecord:
             last_termination=self.last_termination,
             ready=self.state is ContainerState.RUNNING and self.ready and self.started_ok,
             started=self.state is ContainerState.RUNNING and self.started_ok,
-            restarting=self.restarting,
+            restarting=self.restarting, sidecar=self.sidecar,
         )
+
+    @property
+    def sidecar(self) -> bool:
+        """An init container with restartPolicy Always: started in order, then runs beside the app."""
+        return self.init and self.spec.get("restartPolicy") == "Always"
+
+    @property
+    def started(self) -> bool:
+        """Running and past its startup probe (what the next init container waits for)."""
+        return self.state is ContainerState.RUNNING and self.started_ok
 
     def succeeded(self) -> bool:
         return (self.state is ContainerState.EXITED and self.termination is not None
