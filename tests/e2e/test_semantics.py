@@ -56,6 +56,8 @@ def test_http_get_readiness_follows_a_real_server_and_fails_on_a_closed_port(nod
     node.create(probed("noweb", ["sleep", "300"], "readiness",
                        {"httpGet": {"path": "/healthz", "port": closed}, "failureThreshold": 1}), namespace)
     wait_for(lambda: ready(node.pod("web", namespace)), 30, what="web Ready by its httpGet probe")
+    conditions = {c["type"]: c["status"] for c in node.pod("web", namespace)["status"]["conditions"]}
+    assert conditions["PodReadyToStartContainers"] == "True" and "DisruptionTarget" not in conditions
     wait_for(lambda: any(r == "Unhealthy" and "Readiness probe failed" in m and "refused" in m
                          for r, m in events(kube_client, namespace, "noweb")), 30, what="an Unhealthy event")
     pod = node.pod("noweb", namespace)

@@ -123,7 +123,7 @@ def test_deletion(current, deleted, removed, grace, reason, phase, fresh):
 ])
 def test_a_drain_ends_the_pod_failed_with_its_reason(current, fast, grace):
     got = decide.drain_ending(pod(), current, "WalltimeExpired", "walltime", fast)
-    assert got == Ending("WalltimeExpired", "walltime", grace, "Failed", delete=False)
+    assert got == Ending("WalltimeExpired", "walltime", grace, "Failed", delete=False, disruption=True)
 
 
 def test_a_drain_keeps_a_deletion_in_progress_and_hurry_cuts_the_grace():

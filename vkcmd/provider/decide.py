@@ -19,6 +19,7 @@ from vkcmd.provider.records import ContainerRecord, Ending, grace_period
 
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+DISRUPTION_REASON = "TerminationByKubelet"  # the kubelet's node shutdown manager's reason
 
 
 def restart_policy(pod: dict[str, Any]) -> str:
@@ -82,7 +83,7 @@ def check_ending(pod: dict[str, Any], *, removed: bool, current: Ending | None, 
             return EndingCheck(Ending("", "", grace, None, delete=True), begun=True)
         if not current.delete:
             return EndingCheck(Ending(current.reason, current.message, min(grace, current.grace), current.phase,
-                                      delete=True), begun=True)
+                                      delete=True, disruption=current.disruption), begun=True)
         shorter = float(meta.get("deletionGracePeriodSeconds", current.grace))
         if shorter < current.grace:  # a second delete with a shorter grace: every container is told again
             return EndingCheck(dataclasses.replace(current, grace=shorter, signalled=set()))
@@ -103,7 +104,7 @@ def drain_ending(pod: dict[str, Any], current: Ending | None, reason: str, messa
     a deletion in progress keeps its own."""
     if current is not None and current.delete:
         return None
-    return Ending(reason, message, 0.0 if fast else grace_period(pod), "Failed", delete=False)
+    return Ending(reason, message, 0.0 if fast else grace_period(pod), "Failed", delete=False, disruption=True)
 
 
 def sidecars_ending(pod: dict[str, Any]) -> Ending:

@@ -109,6 +109,7 @@ class Ending:
     phase: str | None  # the phase the pod ends in (None: computed from the containers)
     delete: bool  # remove the workspace and the API object afterwards
     signalled: set[str] = field(default_factory=set)  # runtime keys already told to terminate
+    disruption: bool = False  # the node ends the pod (a drain): the DisruptionTarget condition
 
 
 @dataclass
