@@ -149,3 +149,43 @@ def test_a_native_sidecar_starts_first_runs_beside_the_app_and_stops_after_it(no
     assert statuses["after"]["state"]["terminated"]["exitCode"] == 0  # it ran after the sidecar's start
     assert "terminated" in statuses["side"]["state"]  # stopped once the main container was done
     assert (node.container_dir("sidecar", "side", namespace) / "stopped").read_text() == "stopped\n"
+
+
+def test_post_start_and_pre_stop_hooks_run_in_order_and_a_failing_post_start_kills(node, namespace, kube_client,
+                                                                                  tmp_path):
+    import time
+
+    out = str(tmp_path)  # the evidence outlives the pods' workspaces
+
+    def hooked(name, lifecycle):
+        body = (f"trap 'test -e {out}/{name}.prestop && echo after-prestop > {out}/{name}.term; "
+                f"date +%s.%N > {out}/{name}.term-at; exit 0' TERM; while :; do sleep 0.2; done")
+        manifest = pod_manifest(name, ["sh", "-c", body], terminationGracePeriodSeconds=20)
+        manifest["spec"]["containers"][0]["lifecycle"] = lifecycle
+        return manifest
+
+    node.create(hooked("hooked", {
+        "postStart": {"exec": {"command": ["sh", "-c", f"echo started > {out}/hooked.poststart"]}},
+        "preStop": {"exec": {"command": ["sh", "-c", f"sleep 1; echo stopping > {out}/hooked.prestop"]}},
+    }), namespace)
+    node.create(hooked("slept", {"preStop": {"sleep": {"seconds": 2}}}), namespace)
+    failing = pod_manifest("badhook", ["sleep", "300"], restart="Always")
+    failing["spec"]["containers"][0]["lifecycle"] = {"postStart": {"exec": {"command": ["sh", "-c", "exit 7"]}}}
+    node.create(failing, namespace)
+
+    wait_for(lambda: (tmp_path / "hooked.poststart").exists(), 20, what="the postStart hook's file")
+    for name in ("hooked", "slept"):
+        wait_for(lambda n=name: (container_state(node.pod(n, namespace) or {"status": {}}) or {}).get("started"),
+                 20, what=f"{name} started")
+    asked = time.time()
+    node.delete("hooked", namespace)
+    node.delete("slept", namespace)
+    node.wait_gone("hooked", namespace, timeout=30)
+    node.wait_gone("slept", namespace, timeout=30)
+    assert (tmp_path / "hooked.term").read_text() == "after-prestop\n"  # SIGTERM only after the preStop hook
+    assert float((tmp_path / "slept.term-at").read_text()) - asked >= 1.5  # the sleep action held the SIGTERM
+    wait_for(lambda: any(r == "FailedPostStartHook" for r, _ in events(kube_client, namespace, "badhook")), 20,
+             what="a FailedPostStartHook event")
+    wait_for(lambda: (container_state(node.pod("badhook", namespace)) or {}).get("restartCount", 0) >= 1, 40,
+             what="the container killed and restarted after its failed postStart")
+    node.delete("badhook", namespace, grace=0)

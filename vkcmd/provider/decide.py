@@ -86,7 +86,7 @@ def check_ending(pod: dict[str, Any], *, removed: bool, current: Ending | None, 
                                       delete=True, disruption=current.disruption), begun=True)
         shorter = float(meta.get("deletionGracePeriodSeconds", current.grace))
         if shorter < current.grace:  # a second delete with a shorter grace: every container is told again
-            return EndingCheck(dataclasses.replace(current, grace=shorter, signalled=set()))
+            return EndingCheck(dataclasses.replace(current, grace=shorter, signalled=set(), prestop={}))
         return EndingCheck(current)
     deadline = spec.get("activeDeadlineSeconds")
     if current is not None or not active or deadline is None:
@@ -115,7 +115,7 @@ def sidecars_ending(pod: dict[str, Any]) -> Ending:
 
 def hurried(current: Ending) -> Ending:
     """The same ending with no grace left: every container is told again, to die now."""
-    return dataclasses.replace(current, grace=0.0, signalled=set())
+    return dataclasses.replace(current, grace=0.0, signalled=set(), prestop={})
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class Prober:
             return
         soonest = None
         for container in record.containers():
-            if container.state not in CONTAINER_LIVE or not container.probes:
+            if container.state not in CONTAINER_LIVE or not container.probes or container.post_start_pending:
                 continue
             for kind, state in container.probes.items():
                 if kind != "startup" and not container.started_ok:

@@ -57,6 +57,8 @@ class ContainerRecord:
     probes: dict[str, ProbeState] = field(default_factory=dict)
     ready: bool = True  # readiness probe verdict (True when there is none)
     started_ok: bool = True  # startup probe passed (True when there is none)
+    post_start_pending: bool = False  # its postStart hook runs: not started, not probed yet
+    hook_sleeps: dict[str, float] = field(default_factory=dict)  # hook -> when its sleep action ends
 
     def probe_spec(self, kind: str) -> dict[str, Any] | None:
         return self.spec.get(f"{kind}Probe")
@@ -79,8 +81,8 @@ class ContainerRecord:
             waiting_message=self.waiting_message, started_at=self.started_at,
             container_id=self.container_id, image_id=self.image_id, termination=self.termination,
             last_termination=self.last_termination,
-            ready=self.state is ContainerState.RUNNING and self.ready and self.started_ok,
-            started=self.state is ContainerState.RUNNING and self.started_ok,
+            ready=self.started and self.ready,
+            started=self.started,
             restarting=self.restarting, sidecar=self.sidecar,
         )
 
@@ -92,7 +94,7 @@ class ContainerRecord:
     @property
     def started(self) -> bool:
         """Running and past its startup probe (what the next init container waits for)."""
-        return self.state is ContainerState.RUNNING and self.started_ok
+        return self.state is ContainerState.RUNNING and self.started_ok and not self.post_start_pending
 
     def succeeded(self) -> bool:
         return (self.state is ContainerState.EXITED and self.termination is not None
@@ -110,6 +112,7 @@ class Ending:
     delete: bool  # remove the workspace and the API object afterwards
     signalled: set[str] = field(default_factory=set)  # runtime keys already told to terminate
     disruption: bool = False  # the node ends the pod (a drain): the DisruptionTarget condition
+    prestop: dict[str, float] = field(default_factory=dict)  # runtime key -> when its preStop hook began
 
 
 @dataclass
