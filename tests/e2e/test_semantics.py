@@ -189,3 +189,17 @@ def test_post_start_and_pre_stop_hooks_run_in_order_and_a_failing_post_start_kil
     wait_for(lambda: (container_state(node.pod("badhook", namespace)) or {}).get("restartCount", 0) >= 1, 40,
              what="the container killed and restarted after its failed postStart")
     node.delete("badhook", namespace, grace=0)
+
+
+def test_a_liveness_kill_runs_the_pre_stop_hook_first(node, namespace, tmp_path):
+    out = str(tmp_path)
+    body = (f"trap 'test -e {out}/prestop && echo after-prestop >> {out}/term; exit 0' TERM; "
+            "while :; do sleep 0.2; done")
+    manifest = probed("unlive", ["sh", "-c", body], "liveness",
+                      {"exec": {"command": ["false"]}, "failureThreshold": 1})
+    manifest["spec"]["containers"][0]["lifecycle"] = {
+        "preStop": {"exec": {"command": ["sh", "-c", f"echo ran > {out}/prestop"]}}}
+    node.create(manifest, namespace)
+    wait_for(lambda: (tmp_path / "term").exists(), 40, what="the container's SIGTERM after its preStop")
+    assert (tmp_path / "term").read_text().splitlines()[0] == "after-prestop"
+    node.delete("unlive", namespace, grace=0)

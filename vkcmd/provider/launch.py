@@ -179,6 +179,7 @@ class Launcher:
         container.termination = None
         container.restarting = False
         container.start_failures = 0
+        container.prestop = None
         container.run_id = info.run_id
         container.started_at = info.started_at
         container.container_id = f"vkcmd://{info.pgid}"

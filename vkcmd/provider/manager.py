@@ -93,7 +93,7 @@ class PodManager:
                                   backoff=(backoff_initial, backoff_max), logs=logs, metrics=metrics, clock=clock,
                                   wake=self._queue.add_after, stopped=self._stopped)
         self._prober = Prober(probes, post=self._post_probe, wake=self._queue.add_after, event=sink.event,
-                              terminate=lambda key, grace: runtime.terminate(key, grace), clock=clock,
+                              terminate=self._kill_for_probe, clock=clock,
                               pod_ip=pod_ip)
         self._hooks = Hooks(probes, post=self._post_probe, wake=self._queue.add_after, pod_ip=pod_ip)
 
@@ -372,6 +372,17 @@ class PodManager:
         if ending is not None and key in ending.prestop:
             began = ending.prestop.pop(key)
             self._terminate(record, container, max(0.0, ending.grace - (now - began)))
+        elif container.prestop is not None:
+            (began, grace), container.prestop = container.prestop, None
+            self._terminate(record, container, max(0.0, grace - (now - began)))
+
+    def _kill_for_probe(self, record: PodRecord, container: ContainerRecord, grace: float) -> None:
+        """A liveness or startup probe failed for good: preStop first (if any), then the SIGTERM."""
+        now = self._clock()
+        if container.prestop is None and grace > 0 and self._hooks.start(record, container, "preStop", grace, now):
+            container.prestop = (now, grace)
+            return
+        self._terminate(record, container, grace)
 
     def _advance(self, record: PodRecord, now: float) -> None:
         """Start whatever should run now: init containers in order, then the app containers."""

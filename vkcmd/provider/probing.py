@@ -33,7 +33,7 @@ class Prober:
 
     def __init__(self, runner: ProbeRunner | None, *, post: Callable[[str, ProbeItem], None],
                  wake: Callable[[str, float], None], event: Callable[..., None],
-                 terminate: Callable[[str, float], None], clock: Callable[[], float], pod_ip: str) -> None:
+                 terminate: Callable[[PodRecord, ContainerRecord, float], None], clock: Callable[[], float], pod_ip: str) -> None:
         self._runner = runner
         self._pod_ip = pod_ip
         self._post = post
@@ -118,4 +118,4 @@ class Prober:
         self._event(record.pod, NORMAL, "Killing",
                     f"Container {container.name} failed {kind} probe, will be restarted", container.name)
         grace = spec.get("terminationGracePeriodSeconds")
-        self._terminate(container.key, float(grace) if grace is not None else grace_period(record.pod))
+        self._terminate(record, container, float(grace) if grace is not None else grace_period(record.pod))

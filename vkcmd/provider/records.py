@@ -59,6 +59,7 @@ class ContainerRecord:
     started_ok: bool = True  # startup probe passed (True when there is none)
     post_start_pending: bool = False  # its postStart hook runs: not started, not probed yet
     hook_sleeps: dict[str, float] = field(default_factory=dict)  # hook -> when its sleep action ends
+    prestop: tuple[float, float] | None = None  # (began, grace) of a preStop before a probe's kill
 
     def probe_spec(self, kind: str) -> dict[str, Any] | None:
         return self.spec.get(f"{kind}Probe")
