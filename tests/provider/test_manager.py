@@ -243,3 +243,23 @@ def test_an_unexpected_failure_before_launch_waits_with_a_reason_and_is_retried_
     finally:
         manager.stop()
         runtime.stop()
+
+
+def test_a_drain_is_applied_by_the_pod_worker_and_never_rewrites_an_ended_pod(provider):
+    manager, sink = provider(StaticResolver())
+    timed = pod("timed", ["sleep", "30"], activeDeadlineSeconds=1, terminationGracePeriodSeconds=1)
+    worker = pod("worker", ["sleep", "30"], terminationGracePeriodSeconds=1)
+    for body in (timed, worker):
+        manager.upsert(body)
+    wait_until(lambda: phase(manager, timed["metadata"]["uid"]) == "Failed", 15, "failed by its deadline")
+    wait_until(lambda: phase(manager, worker["metadata"]["uid"]) == "Running", 10, "worker running")
+    manager.end_all("WalltimeExpired", "the walltime is over", fast=False)
+    assert not manager.all_stopped()  # asked, not yet applied: a drain never sees a pod as done too early
+    wait_until(manager.all_stopped, 15, "every pod stopped")
+    ended = manager.status(timed["metadata"]["uid"])[1]
+    assert ended["reason"] == "DeadlineExceeded"  # ended before the drain: history is not rewritten
+    assert not any(c["type"] == "DisruptionTarget" for c in ended["conditions"])
+    drained = manager.status(worker["metadata"]["uid"])[1]
+    assert (drained["phase"], drained["reason"]) == ("Failed", "WalltimeExpired")
+    disruption = next(c for c in drained["conditions"] if c["type"] == "DisruptionTarget")
+    assert disruption["reason"] == "TerminationByKubelet" and disruption["message"] == "the walltime is over"
