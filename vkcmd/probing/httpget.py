@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 import urllib.parse
 from typing import Any
 
@@ -33,9 +34,13 @@ def http_check(action: dict[str, Any], host: str, port: int, timeout: float) -> 
         if name:
             headers[name if name.lower() != "host" else "Host"] = str(header.get("value") or "")
     url = f"{scheme}://{_netloc(host, port)}{path}"
+    deadline = time.monotonic() + timeout  # one budget for the request and its redirects
     for _ in range(MAX_REDIRECTS + 1):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return ProbeResult(False, f'Get "{url}": context deadline exceeded', timed_out=True)
         try:
-            status, location, body = _get(url, headers, timeout)
+            status, location, body = _get(url, headers, remaining)
         except socket.timeout:
             return ProbeResult(False, f'Get "{url}": context deadline exceeded', timed_out=True)
         except (OSError, http.client.HTTPException) as error:
