@@ -62,6 +62,7 @@ def test_http_get(web, path, ok, says):
     port, seen = web
     result = network_check({"path": path, "port": port}, "httpGet", "127.0.0.1", [], 2)
     assert result.ok is ok and says in result.output
+    assert bool(result.warning) is (path == "/away")  # success with a warning, as the kubelet
     assert all("example.invalid" not in p for p, _ in seen)
 
 

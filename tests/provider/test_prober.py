@@ -94,3 +94,10 @@ def test_a_failing_startup_probe_kills():
     probe.apply(record, result(False, "startup"))
     probe.apply(record, result(False, "startup"))
     assert calls.kills == [("c", 30.0)] and not container.started_ok
+
+
+def test_a_success_with_a_warning_posts_a_probe_warning():
+    record, container = running_pod(readinessProbe={"exec": {"command": ["x"]}})
+    calls = Calls()
+    prober(calls).apply(record, ("u/c", "r1", "readiness", ProbeResult(True, "", warning="redirected away")))
+    assert container.ready and calls.events == [("ProbeWarning", "Readiness probe warning: redirected away")]

@@ -48,7 +48,8 @@ def http_check(action: dict[str, Any], host: str, port: int, timeout: float) -> 
         if status in (301, 302, 303, 307, 308) and location:
             target = urllib.parse.urljoin(url, location)
             if urllib.parse.urlsplit(target).hostname != urllib.parse.urlsplit(url).hostname:
-                return ProbeResult(True, f"Probe terminated redirects, Response body: {body}")
+                return ProbeResult(True, f"Probe terminated redirects, Response body: {body}",
+                                   warning=f"Probe terminated redirects, Response body: {body[:200]}")
             url = target
             continue
         if 200 <= status < 400:

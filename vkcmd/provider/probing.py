@@ -96,6 +96,9 @@ class Prober:
         state.in_flight = False
         spec = container.probe_spec(kind) or {}
         if result.ok:
+            if result.warning:
+                self._event(record.pod, WARNING, "ProbeWarning", f"{LABELS[kind]} probe warning: {result.warning}",
+                            container.name)
             state.successes, state.failures = state.successes + 1, 0
             if state.successes >= int(spec.get("successThreshold") or 1):
                 if kind == "readiness":

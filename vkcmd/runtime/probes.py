@@ -36,6 +36,7 @@ class ProbeResult:
     ok: bool
     output: str  # combined stdout/stderr (truncated), or why it could not run
     timed_out: bool = False
+    warning: str = ""  # a success with a warning (an httpGet redirected to another host), as the kubelet
 
 
 class ProbeRunner:
