@@ -417,7 +417,7 @@ class PodManager:
         status = pod_status(current, now=now, start_time=record.start_time, pod_ip=self._pod_ip,
                             init=[c.view() for c in record.init], app=[c.view() for c in record.app],
                             init_failed=record.init_failed, reason=reason or "", message=message or "",
-                            phase=phase, sandbox_ready=not record.done,
+                            phase=phase, sandbox_ready=record.state in POD_RUNNING or bool(record.live()),
                             disruption=(decide.DISRUPTION_REASON, ending.message or ending.reason)
                             if ending is not None and ending.disruption else None)
         with self._lock:
