@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"fsm"},
     {"vkcmd", "vkcmd.timefmt", "vkcmd.backoff", "vkcmd.workqueue", "vkcmd.logs", "vkcmd.logfmt"},  # utilities
     {"vkcmd.machines"},
-    {"vkcmd.pods", "vkcmd.runtime", "vkcmd.containerlogs"},
+    {"vkcmd.pods", "vkcmd.runtime", "vkcmd.containerlogs", "vkcmd.probing"},
     {"vkcmd.provider"},
     {"vkcmd.kube", "vkcmd.kubeletapi"},
     {"vkcmd.serving"},
@@ -39,6 +39,7 @@ BANNED = {
     "vkcmd.runtime": {"kubernetes", "http", "ssl"},
     "vkcmd.kube": {"psutil", "subprocess", "http.server"},
     "vkcmd.kubeletapi": {"subprocess", "kubernetes"},
+    "vkcmd.probing": {"kubernetes", "subprocess", "psutil"},
 }
 
 
