@@ -29,7 +29,6 @@ from vkcmd.kube.node import NodeConfig, NodeController
 from vkcmd.kube.objects import ClusterObjects
 from vkcmd.kube.pods import PodController
 from vkcmd.kube.reviews import AccessReviewer, TokenReviewer
-from vkcmd.kubeletapi import tls
 from vkcmd.kubeletapi.auth import Authenticator, Authorizer
 from vkcmd.kubeletapi.metrics import Metrics, MetricsExporter
 from vkcmd.kubeletapi.server import KubeletServer
@@ -39,7 +38,7 @@ from vkcmd.runtime import ExitReport, Runtime
 from vkcmd.runtime.host import HostFacts, host_facts
 from vkcmd.runtime.logindex import LogIndexer
 from vkcmd.runtime.probes import ProbeRunner
-from vkcmd.serving import NodeBackend
+from vkcmd.serving import NodeBackend, tls_context
 
 log = logging.getLogger("vkcmd.app")
 
@@ -89,10 +88,7 @@ class App:
         self.metrics = Metrics(self.registry)
         self.client = KubeClient.from_kubeconfig(s.kubeconfig, observer=self.metrics.observe_api_request)
         trace = [LogObserver(), self.metrics.fsm_observer()]
-        cert, key = tls.serving_pair(s.tls_cert_file, s.tls_key_file, state_dir=s.state_dir,
-                                     node_name=s.node_name, addresses=[s.pod_ip])
-        client_ca = s.client_ca_file or self.client.configuration.ssl_ca_cert
-        context = tls.server_context(cert, key, client_ca)
+        context = tls_context(s, self.client.configuration.ssl_ca_cert)
 
         self.events = EventRecorder(self.client, s.node_name)
         self.pods = PodController(self.client, s.node_name, self.events)

@@ -7,6 +7,7 @@ HTTP side stays free of process and pod internals.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,7 +15,9 @@ from typing import Any
 
 import psutil
 
+from vkcmd.config import ConfigError, Settings
 from vkcmd.kubeletapi import backend as api
+from vkcmd.kubeletapi import tls
 from vkcmd.provider import PodManager
 from vkcmd.runtime import Runtime
 from vkcmd.runtime import logs as runtime_logs
@@ -88,3 +91,13 @@ class NodeBackend:
                                             is_running=is_running, indexer=self._indexer, stop=stop)
         except runtime_logs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None
+
+
+def tls_context(settings: Settings, default_client_ca: str | None) -> ssl.SSLContext:
+    """The kubelet API's server context from the settings (a bad file is the config error naming it)."""
+    try:
+        cert, key = tls.serving_pair(settings.tls_cert_file, settings.tls_key_file, state_dir=settings.state_dir,
+                                     node_name=settings.node_name, addresses=[settings.pod_ip])
+        return tls.server_context(cert, key, settings.client_ca_file or default_client_ca)
+    except tls.TLSFileError as error:
+        raise ConfigError(error.setting, error.value, error.accepted) from None

@@ -114,13 +114,13 @@ def test_a_client_that_leaves_ends_the_stream(serve, backend, pki, admin_cert):
     server = serve(backend)
     connection, response = _open_stream(server, pki, admin_cert, "/containerLogs/ns2/forever/c?follow=1")
     assert response.read1(1024) == b"hello\n"
-    assert server._streams and server._server.connections
+    assert server._streams and server.open_connections
     connection.close()
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and (server._streams or server._server.connections):
+    while time.monotonic() < deadline and (server._streams or server.open_connections):
         time.sleep(0.05)
     assert not server._streams, "the follow stream did not notice its client left"
-    assert not server._server.connections, "the connection thread did not end"
+    assert not server.open_connections, "the connection thread did not end"
 
 
 def test_stop_ends_follow_streams_and_joins(serve, backend, pki, admin_cert):
@@ -235,19 +235,21 @@ def test_idle_and_silent_clients_are_dropped(serve, pods):
     silent.close()
 
 
-def test_connection_limit(serve, get, pods):
-    server = serve(pods, max_connections=2, handshake_timeout=2)
-    holders = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
-    time.sleep(0.2)
+def test_connection_limit_refuses_only_when_every_connection_is_busy(serve, get, backend, pki, admin_cert):
+    backend.add_pod("ns2", "chatty", {"c": ["sh", "-c", "echo up; sleep 60"]})
+    server = serve(backend, max_connections=2)
+    streams = [_open_stream(server, pki, admin_cert, "/containerLogs/ns2/chatty/c?follow=true") for _ in range(2)]
+    for _connection, response in streams:
+        assert response.read1(1024) == b"up\n"
     extra = socket.create_connection(("127.0.0.1", server.port))
     extra.settimeout(2)
     try:
-        assert extra.recv(1) == b""  # refused at accept
+        assert extra.recv(1) == b""  # both connections are busy streaming: refused at accept
         assert server.rejected_connections >= 1
     finally:
         extra.close()
-        for sock in holders:
-            sock.close()
+        for connection, _response in streams:
+            connection.close()
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         try:
