@@ -15,13 +15,12 @@ from typing import Any
 
 import psutil
 
-from vkcmd.config import ConfigError, Settings
 from vkcmd.kubeletapi import backend as api
 from vkcmd.kubeletapi import tls
 from vkcmd.provider import PodManager
 from vkcmd.runtime import Runtime
-from vkcmd.runtime import logs as runtime_logs
-from vkcmd.runtime.logindex import LogIndexer
+from vkcmd import containerlogs
+from vkcmd.containerlogs import LogIndexer
 from vkcmd.timefmt import parse_time
 
 
@@ -87,17 +86,14 @@ class NodeBackend:
             raise api.NotFound(f'container "{container}" not found in pod "{pod}"')
         directory, is_running = found
         try:
-            return runtime_logs.stream_logs(directory, runtime_logs.LogOptions(**dataclasses.asdict(options)),
+            return containerlogs.stream_logs(directory, containerlogs.LogOptions(**dataclasses.asdict(options)),
                                             is_running=is_running, indexer=self._indexer, stop=stop)
-        except runtime_logs.LogsUnavailable as error:
+        except containerlogs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None
 
 
-def tls_context(settings: Settings, default_client_ca: str | None) -> ssl.SSLContext:
-    """The kubelet API's server context from the settings (a bad file is the config error naming it)."""
-    try:
-        cert, key = tls.serving_pair(settings.tls_cert_file, settings.tls_key_file, state_dir=settings.state_dir,
-                                     node_name=settings.node_name, addresses=[settings.pod_ip])
-        return tls.server_context(cert, key, settings.client_ca_file or default_client_ca)
-    except tls.TLSFileError as error:
-        raise ConfigError(error.setting, error.value, error.accepted) from None
+def tls_context(cert_file: str | None, key_file: str | None, *, state_dir: str, node_name: str,
+                addresses: Sequence[str], client_ca: str | None) -> ssl.SSLContext:
+    """The kubelet API's server context: the given pair or the self-signed one; raises tls.TLSFileError."""
+    cert, key = tls.serving_pair(cert_file, key_file, state_dir=state_dir, node_name=node_name, addresses=addresses)
+    return tls.server_context(cert, key, client_ca)
