@@ -18,7 +18,8 @@ import psutil
 from vkcmd.kubeletapi import backend as api
 from vkcmd.kubeletapi import tls
 from vkcmd.provider import PodManager
-from vkcmd.runtime import Runtime
+from vkcmd.runtime import Runtime, execs
+from vkcmd.runtime.spawn import RunInfo
 from vkcmd import containerlogs
 from vkcmd.containerlogs import LogIndexer
 from vkcmd.timefmt import parse_time
@@ -90,6 +91,26 @@ class NodeBackend:
                                             is_running=is_running, indexer=self._indexer, stop=stop)
         except containerlogs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None
+
+    def exec_target(self, namespace: str, pod: str, container: str) -> api.ExecTarget:
+        key = self._provider.run_key(namespace, pod, container)
+        run = self._runtime.runs().get(key) if key else None
+        if run is None:
+            raise api.NotFound(f'container not found ("{container}")')
+        return _ExecTarget(run)
+
+
+class _ExecTarget:
+    """A run of this node that commands can be started in (``kubectl exec``)."""
+
+    def __init__(self, run: RunInfo) -> None:
+        self._run = run
+
+    def start(self, command: Sequence[str], *, tty: bool, stdin: bool) -> execs.Exec:
+        try:
+            return execs.start(self._run, list(command), tty=tty, stdin=stdin)
+        except execs.ExecError as error:
+            raise api.NonZeroExit(str(error), error.exit_code) from None
 
 
 def tls_context(cert_file: str | None, key_file: str | None, *, state_dir: str, node_name: str,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from vkcmd.kubeletapi import resource_metrics, summary
+from vkcmd.kubeletapi import resource_metrics, streams, summary
 from vkcmd.kubeletapi.backend import ApiError, BadRequest, MethodNotAllowed, NotFound
 from vkcmd.kubeletapi.logquery import parse_log_options
 from vkcmd.kubeletapi.metrics import exposition
@@ -38,7 +38,7 @@ def _status_of(error: BaseException) -> int:
 
 def endpoint_of(path: str) -> str:
     """The bounded label a path is counted under in ``vkcmd_kubelet_api_requests``."""
-    for name in ("/healthz", "/pods", "/containerLogs", "/stats/summary", "/metrics/resource", "/metrics"):
+    for name in ("/healthz", "/pods", "/containerLogs", "/stats/summary", "/metrics/resource", "/metrics", "/exec"):
         if path == name or path.startswith(name + "/"):
             return name.lstrip("/")
     return "other"
@@ -164,6 +164,7 @@ _ROUTES: tuple[tuple[str, Route, frozenset[str]], ...] = (
     ("/containerLogs", _container_logs, _GET),
     ("/stats/summary", _stats_summary, _GET),
     ("/metrics/resource", _metrics_resource, _GET),
+    ("/exec", streams.exec_route, frozenset({"GET", "POST"})),
 )
 
 
