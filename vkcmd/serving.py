@@ -92,6 +92,12 @@ class NodeBackend:
         except containerlogs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None
 
+    def pod_address(self, namespace: str, pod: str) -> str:
+        for found in self._provider.pods():
+            if found["metadata"]["namespace"] == namespace and found["metadata"]["name"] == pod:
+                return (found.get("status") or {}).get("podIP") or "127.0.0.1"
+        raise api.NotFound(f'pod "{pod}" not found in namespace "{namespace}" on this node')
+
     def exec_target(self, namespace: str, pod: str, container: str) -> api.ExecTarget:
         key = self._provider.run_key(namespace, pod, container)
         run = self._runtime.runs().get(key) if key else None

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import ssl
+import socket
 import subprocess
+import sys
+import threading
+import urllib.request
 
 import pytest
 
@@ -130,3 +135,77 @@ def _sleeps() -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def test_exec_with_a_terminal_under_script(node, kubectl, namespace, shell_pod):
+    inner = (f"{kubectl.binary} --kubeconfig {kubectl.kubeconfig} exec -it -n {namespace} {shell_pod} -- "
+             "sh -c 'tty >/dev/null && echo on-a-tty; stty size; exit 4'")
+    done = subprocess.run(["script", "-qec", f"stty cols 91 rows 27; {inner}", "/dev/null"], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, **SPDY}, stdin=subprocess.DEVNULL)
+    assert "on-a-tty" in done.stdout, done.stdout + done.stderr
+    assert "27 91" in done.stdout  # the terminal's size reached the pty (resize stream)
+    assert done.returncode == 4
+
+
+def test_kubectl_cp_in_and_out(node, kubectl, namespace, shell_pod, tmp_path):
+    payload = os.urandom(10 << 20)
+    source = tmp_path / "in.bin"
+    source.write_bytes(payload)
+    env = {**os.environ, **SPDY}
+    base = [kubectl.binary, "--kubeconfig", kubectl.kubeconfig, "-n", namespace]
+    copied = subprocess.run([*base, "cp", str(source), f"{shell_pod}:work/in.bin"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert copied.returncode == 0, copied.stderr
+    inside = node.container_dir(shell_pod, "c", namespace)
+    digest = _exec(kubectl, namespace, shell_pod, "sha256sum", "work/in.bin").stdout.split()[0]
+    assert digest == hashlib.sha256(payload).hexdigest()
+    back = subprocess.run([*base, "cp", f"{shell_pod}:work/in.bin", str(tmp_path / "out.bin")], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert back.returncode == 0, back.stderr
+    assert hashlib.sha256((tmp_path / "out.bin").read_bytes()).hexdigest() == digest
+    del inside
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_port_forward_to_a_pod_serving_http_with_two_parallel_requests(node, kubectl, namespace, tmp_path):
+    pod_port, local_port = _free_port(), _free_port()
+    serve = f"import http.server as h; h.ThreadingHTTPServer(('127.0.0.1', {pod_port}), h.SimpleHTTPRequestHandler)" \
+            ".serve_forever()"
+    manifest = pod_manifest("web", ["sh", "-c", f"echo served-by-the-pod > index.html; exec {sys.executable} -c "
+                                                f"\"{serve}\""])
+    node.create(manifest, namespace)
+    node.wait_phase("web", phases=("Running",), namespace=namespace)
+    wait_for(lambda: _connects(pod_port), 15, what="the pod serves")
+    forward = subprocess.Popen([kubectl.binary, "--kubeconfig", kubectl.kubeconfig, "port-forward", "-n", namespace,
+                                "pod/web", f"{local_port}:{pod_port}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"})
+    try:
+        wait_for(lambda: _connects(local_port), 15, what="kubectl listens")
+        results = []
+
+        def fetch():
+            with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/index.html", timeout=10) as answer:
+                results.append(answer.read())
+
+        threads = [threading.Thread(target=fetch) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert results == [b"served-by-the-pod\n"] * 2
+    finally:
+        forward.terminate()
+        forward.communicate(timeout=10)
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

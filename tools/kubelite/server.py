@@ -408,7 +408,7 @@ class Handler(BaseHTTPRequestHandler):
         ns = route.namespace or ""
         if route.sub == "log":
             return self._logs(route, query)
-        if route.sub == "exec":
+        if route.sub in ("exec", "portforward"):
             return self._exec(route)
         entry = api.get(r, ns, route.name)
         if route.sub == "scale":
@@ -430,7 +430,7 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         api = app.api
         r, ns, name = route.res, route.namespace or "", route.name
-        if route.sub == "exec":
+        if route.sub in ("exec", "portforward"):
             return self._exec(route)
         obj = self._decode(body)
         if route.sub == "binding":
@@ -598,7 +598,8 @@ class Handler(BaseHTTPRequestHandler):
         node = api.store.get("nodes", "", (pod.get("spec") or {}).get("nodeName") or "")
         if node is None:
             raise errors.bad_request(f"pod {route.name} does not have a host assigned")
-        streamproxy.splice(self, pod, node.obj, self.server.app.kubelet_ctx, urlsplit(self.path).query)
+        path = streamproxy.kubelet_path(route.sub, pod, urlsplit(self.path).query)
+        streamproxy.splice(self, path, node.obj, self.server.app.kubelet_ctx)
 
     # -- pods/log --------------------------------------------------------------
     def _logs(self, route: Route, query: dict) -> None:

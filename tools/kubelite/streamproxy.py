@@ -1,4 +1,4 @@
-"""``pods/exec`` (and later attach, portforward): dial the pod's kubelet and splice, as the apiserver does.
+"""``pods/exec`` and ``pods/portforward``: dial the pod's kubelet and splice, as the apiserver does.
 
 The caller is already authorized (``create`` on ``pods/exec``). The request is
 rewritten to the kubelet's path and parameters (``stdin`` -> ``input``, ...),
@@ -61,13 +61,19 @@ def _copy(source, sink) -> None:
                 pass
 
 
-def splice(handler, pod: dict, node: dict, ctx: ssl.SSLContext, raw_query: str) -> None:
+def kubelet_path(subresource: str, pod: dict, raw_query: str) -> str:
+    """The kubelet's path for ``pods/<subresource>``."""
+    if subresource == "portforward":
+        return f"/portForward/{quote(pod['metadata']['namespace'])}/{quote(pod['metadata']['name'])}"
+    return kubelet_exec_path(pod, raw_query)
+
+
+def splice(handler, path: str, node: dict, ctx: ssl.SSLContext) -> None:
     """Answer ``handler``'s upgrade request by the kubelet's, then copy both ways until either side ends."""
     upgrade = handler.headers.get("Upgrade") or ""
     if upgrade.lower() != "spdy/3.1":
         raise errors.bad_request(f"unable to upgrade connection: protocol {upgrade or 'none'} is not served here")
     host, port = kubelet_address(node)
-    path = kubelet_exec_path(pod, raw_query)
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: Upgrade", f"Upgrade: {upgrade}",
              "Content-Length: 0"]
     lines += [f"X-Stream-Protocol-Version: {v}" for v in handler.headers.get_all("X-Stream-Protocol-Version") or []]

@@ -185,6 +185,10 @@ class Backend(Protocol):
         """
         ...
 
+    def pod_address(self, namespace: str, pod: str) -> str:
+        """The address the pod's ports are reached at on this node; :class:`NotFound` for no such pod."""
+        ...
+
     def exec_target(self, namespace: str, pod: str, container: str) -> ExecTarget:
         """The running container to exec in; :class:`NotFound` when it is not running on this node."""
         ...

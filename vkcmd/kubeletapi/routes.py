@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from vkcmd.kubeletapi import resource_metrics, streams, summary
+from vkcmd.kubeletapi import portforward, resource_metrics, streams, summary
 from vkcmd.kubeletapi.backend import ApiError, BadRequest, MethodNotAllowed, NotFound
 from vkcmd.kubeletapi.logquery import parse_log_options
 from vkcmd.kubeletapi.metrics import exposition
@@ -38,7 +38,8 @@ def _status_of(error: BaseException) -> int:
 
 def endpoint_of(path: str) -> str:
     """The bounded label a path is counted under in ``vkcmd_kubelet_api_requests``."""
-    for name in ("/healthz", "/pods", "/containerLogs", "/stats/summary", "/metrics/resource", "/metrics", "/exec"):
+    for name in ("/healthz", "/pods", "/containerLogs", "/stats/summary", "/metrics/resource", "/metrics", "/exec",
+                 "/portForward"):
         if path == name or path.startswith(name + "/"):
             return name.lstrip("/")
     return "other"
@@ -165,6 +166,7 @@ _ROUTES: tuple[tuple[str, Route, frozenset[str]], ...] = (
     ("/stats/summary", _stats_summary, _GET),
     ("/metrics/resource", _metrics_resource, _GET),
     ("/exec", streams.exec_route, frozenset({"GET", "POST"})),
+    ("/portForward", portforward.port_forward_route, frozenset({"GET", "POST"})),
 )
 
 

@@ -80,6 +80,8 @@ class _Streams:
         self.ready = threading.Event()
         self.stdin: Callable[[bytes, bool], None] | None = None
         self.resize: Callable[[bytes], None] | None = None
+        self.early_sizes: list[bytes] = []  # sizes sent before the command started (the first one, usually)
+        self.sized = threading.Event()
         self._types: dict[int, str] = {}
 
     def opened(self, frame: spdy.Frame) -> bool:
@@ -96,8 +98,12 @@ class _Streams:
         kind = self._types.get(stream_id)
         if kind == "stdin" and self.stdin is not None:
             self.stdin(data, fin)
-        elif kind == "resize" and self.resize is not None and data:
-            self.resize(data)
+        elif kind == "resize" and data:
+            if self.resize is not None:
+                self.resize(data)
+            else:
+                self.early_sizes.append(data)
+            self.sized.set()
 
 
 def exec_route(handler: Handler, path: str, query: str) -> int:
@@ -144,6 +150,8 @@ def _pump(read: Callable[[], bytes], send: Callable[[bytes], None]) -> None:
 
 def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: list[str],
          flags: dict[str, bool], protocol: str) -> None:
+    if "resize" in streams.ids:
+        streams.sized.wait(1.0)  # the client sends the terminal's size at once: start the command in it
     try:
         started = target.start(command, tty=flags["tty"], stdin=flags["input"])
     except NonZeroExit as error:  # as a shell reports it: the message on stderr, then 126 or 127
@@ -161,6 +169,8 @@ def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: 
     if flags["tty"]:
         fd = started.tty_fd
         streams.stdin = lambda data, fin: os.write(fd, data) if data else None
+        for data in streams.early_sizes:
+            _resize(started, data)
         streams.resize = lambda data: _resize(started, data)
         sources = [(lambda: os.read(fd, 65536), streams.ids.get("stdout"))]
     else:
