@@ -7,10 +7,11 @@ HTTP side stays free of process and pod internals.
 from __future__ import annotations
 
 import dataclasses
+import os
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -92,6 +93,12 @@ class NodeBackend:
         except containerlogs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None
 
+    def attach_output(self, namespace: str, pod: str, container: str) -> _Output:
+        found = self._provider.container_dir(namespace, pod, container)
+        if found is None or not found[1]():
+            raise api.NotFound(f'container not found ("{container}")')
+        return _Output(found[0], found[1])
+
     def pod_address(self, namespace: str, pod: str) -> str:
         for found in self._provider.pods():
             if found["metadata"]["namespace"] == namespace and found["metadata"]["name"] == pod:
@@ -104,6 +111,28 @@ class NodeBackend:
         if run is None:
             raise api.NotFound(f'container not found ("{container}")')
         return _ExecTarget(run)
+
+
+class _Output:
+    """A running container's output from now on (``kubectl attach``): each file followed on its own."""
+
+    def __init__(self, directory: str, is_running: Callable[[], bool]) -> None:
+        self._directory = directory
+        self._is_running = is_running
+
+    def follow(self, name: str, stop: threading.Event) -> Iterator[bytes]:
+        """New bytes of ``stdout`` or ``stderr`` until the run ends or ``stop`` is set."""
+        fd = os.open(os.path.join(self._directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            handle.seek(0, os.SEEK_END)
+            while not stop.is_set():
+                data = handle.read(65536)
+                if data:
+                    yield data
+                elif not self._is_running():
+                    return
+                else:
+                    stop.wait(0.1)
 
 
 class _ExecTarget:

@@ -209,3 +209,17 @@ def _connects(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_attach_to_a_printing_container(node, kubectl, namespace):
+    node.create(pod_manifest("printer", ["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo tick $i; echo warn $i >&2; "
+                                                     "i=$((i+1)); sleep 0.05; done"]), namespace)
+    node.wait_phase("printer", phases=("Running",), namespace=namespace)
+    attached = subprocess.run([kubectl.binary, "--kubeconfig", kubectl.kubeconfig, "attach", "-n", namespace,
+                               "printer"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **SPDY})
+    assert attached.returncode == 0, attached.stderr
+    ticks = [line for line in attached.stdout.splitlines() if line.startswith("tick ")]
+    assert ticks and ticks[-1] == "tick 399"  # live output, to the container's end
+    assert "tick 0" not in ticks  # attach shows what comes, not the past
+    assert "warn 399" in attached.stderr

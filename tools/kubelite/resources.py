@@ -74,6 +74,7 @@ _TABLE = [
     Resource("", "v1", "pods", "pod", "Pod", True, short_names=("po",), categories=("all",),
              subresources=(Sub("status", "Pod", GET_PATCH_UPDATE), Sub("binding", "Binding", ("create",)),
                            Sub("log", "Pod", ("get",)), Sub("exec", "Status", ("create", "get")),
+                           Sub("attach", "Status", ("create", "get")),
                            Sub("portforward", "Status", ("create", "get")), Sub("eviction", "Eviction", ("create",), "policy", "v1")),
              status_isolated=True, clear_status_on_create=True),
     Resource("", "v1", "configmaps", "configmap", "ConfigMap", True, short_names=("cm",)),

@@ -408,7 +408,7 @@ class Handler(BaseHTTPRequestHandler):
         ns = route.namespace or ""
         if route.sub == "log":
             return self._logs(route, query)
-        if route.sub in ("exec", "portforward"):
+        if route.sub in ("exec", "attach", "portforward"):
             return self._exec(route)
         entry = api.get(r, ns, route.name)
         if route.sub == "scale":
@@ -430,7 +430,7 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         api = app.api
         r, ns, name = route.res, route.namespace or "", route.name
-        if route.sub in ("exec", "portforward"):
+        if route.sub in ("exec", "attach", "portforward"):
             return self._exec(route)
         obj = self._decode(body)
         if route.sub == "binding":

@@ -1,4 +1,4 @@
-"""``pods/exec`` and ``pods/portforward``: dial the pod's kubelet and splice, as the apiserver does.
+"""``pods/exec``, ``pods/attach`` and ``pods/portforward``: dial the pod's kubelet and splice, as the apiserver does.
 
 The caller is already authorized (``create`` on ``pods/exec``). The request is
 rewritten to the kubelet's path and parameters (``stdin`` -> ``input``, ...),
@@ -21,13 +21,13 @@ from .logproxy import kubelet_address, pick_container
 _PARAMS = {"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty", "command": "command"}
 
 
-def kubelet_exec_path(pod: dict, raw_query: str) -> str:
+def kubelet_exec_path(pod: dict, raw_query: str, kind: str = "exec") -> str:
     pairs = parse_qsl(raw_query, keep_blank_values=True)
     container = pick_container(pod, next((v for k, v in pairs if k == "container"), None))
     params = [(_PARAMS[k], "1" if k != "command" and v in ("true", "1") else v) for k, v in pairs
               if k in _PARAMS and (k == "command" or v in ("true", "1"))]
     ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-    return f"/exec/{quote(ns)}/{quote(name)}/{quote(container)}?{urlencode(params)}"
+    return f"/{kind}/{quote(ns)}/{quote(name)}/{quote(container)}?{urlencode(params)}"
 
 
 def _read_head(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
@@ -65,7 +65,7 @@ def kubelet_path(subresource: str, pod: dict, raw_query: str) -> str:
     """The kubelet's path for ``pods/<subresource>``."""
     if subresource == "portforward":
         return f"/portForward/{quote(pod['metadata']['namespace'])}/{quote(pod['metadata']['name'])}"
-    return kubelet_exec_path(pod, raw_query)
+    return kubelet_exec_path(pod, raw_query, subresource)
 
 
 def splice(handler, path: str, node: dict, ctx: ssl.SSLContext) -> None:

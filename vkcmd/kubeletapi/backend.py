@@ -185,6 +185,11 @@ class Backend(Protocol):
         """
         ...
 
+    def attach_output(self, namespace: str, pod: str, container: str) -> Any:
+        """A running container's output from now on: ``follow(name, stop)`` yields new bytes of
+        ``stdout`` or ``stderr`` until the run ends or ``stop`` is set; :class:`NotFound` if not running."""
+        ...
+
     def pod_address(self, namespace: str, pod: str) -> str:
         """The address the pod's ports are reached at on this node; :class:`NotFound` for no such pod."""
         ...

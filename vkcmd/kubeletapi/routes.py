@@ -39,7 +39,7 @@ def _status_of(error: BaseException) -> int:
 def endpoint_of(path: str) -> str:
     """The bounded label a path is counted under in ``vkcmd_kubelet_api_requests``."""
     for name in ("/healthz", "/pods", "/containerLogs", "/stats/summary", "/metrics/resource", "/metrics", "/exec",
-                 "/portForward"):
+                 "/attach", "/portForward"):
         if path == name or path.startswith(name + "/"):
             return name.lstrip("/")
     return "other"
@@ -166,6 +166,7 @@ _ROUTES: tuple[tuple[str, Route, frozenset[str]], ...] = (
     ("/stats/summary", _stats_summary, _GET),
     ("/metrics/resource", _metrics_resource, _GET),
     ("/exec", streams.exec_route, frozenset({"GET", "POST"})),
+    ("/attach", streams.attach_route, frozenset({"GET", "POST"})),
     ("/portForward", portforward.port_forward_route, frozenset({"GET", "POST"})),
 )
 

@@ -49,7 +49,7 @@ def exit_status(code: int | None, message: str = "") -> dict[str, Any]:
             "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
 
 
-def _parse(path: str, query: str) -> tuple[str, str, str, list[str], dict[str, bool]]:
+def _parse(path: str, query: str, command_needed: bool = True) -> tuple[str, str, str, list[str], dict[str, bool]]:
     from vkcmd.kubeletapi.routes import check_name  # the one name check (routes imports this module lazily too)
 
     parts = [unquote(p) for p in path.split("/")[2:] if p != ""]
@@ -62,7 +62,7 @@ def _parse(path: str, query: str) -> tuple[str, str, str, list[str], dict[str, b
     params = parse_qs(query, keep_blank_values=True)
     command = params.get("command") or []
     flags = {name: (params.get(name) or ["0"])[-1] in _TRUE for name in ("input", "output", "error", "tty")}
-    if not command:
+    if not command and command_needed:
         raise BadRequest("you must specify at least 1 command")
     if not (flags["input"] or flags["output"] or flags["error"]):
         raise BadRequest("you must specify at least 1 of stdin, stdout, stderr")
@@ -82,6 +82,7 @@ class _Streams:
         self.resize: Callable[[bytes], None] | None = None
         self.early_sizes: list[bytes] = []  # sizes sent before the command started (the first one, usually)
         self.sized = threading.Event()
+        self.client_gone: Callable[[], bool] = lambda: False
         self._types: dict[int, str] = {}
 
     def opened(self, frame: spdy.Frame) -> bool:
@@ -108,10 +109,27 @@ class _Streams:
 
 def exec_route(handler: Handler, path: str, query: str) -> int:
     namespace, pod, container, command, flags = _parse(path, query)
+    _check_upgrade(handler)
+    target = handler.server.owner.backend.exec_target(namespace, pod, container)
+    return _session(handler, flags, lambda session, streams, protocol: _run(session, streams, target, command,
+                                                                            flags, protocol))
+
+
+def attach_route(handler: Handler, path: str, query: str) -> int:
+    namespace, pod, container, _command, flags = _parse(path, query, command_needed=False)
+    _check_upgrade(handler)
+    output = handler.server.owner.backend.attach_output(namespace, pod, container)
+    return _session(handler, flags, lambda session, streams, protocol: _attach(session, streams, output, protocol))
+
+
+def _check_upgrade(handler: Handler) -> None:
     if handler.headers.get("Upgrade", "").lower() != "spdy/3.1":
         raise BadRequest("Upgrade request required")
+
+
+def _session(handler: Handler, flags: dict[str, bool], body: Callable[..., None]) -> int:
+    """Negotiate, upgrade, wait for the client's streams, run ``body``, end the session."""
     protocol = negotiate(handler.headers.get_all("X-Stream-Protocol-Version") or [], REMOTECOMMAND)
-    target = handler.server.owner.backend.exec_target(namespace, pod, container)
     wanted = {"error"} | {name for flag, name in (("input", "stdin"), ("output", "stdout"), ("error", "stderr"))
                           if flags[flag]}
     if flags["tty"] and protocol != "channel.k8s.io":
@@ -126,7 +144,8 @@ def exec_route(handler: Handler, path: str, query: str) -> int:
         if not streams.ready.wait(STREAM_WAIT):
             log.info("exec: the client did not open its streams in time")
             return 101
-        _run(session, streams, target, command, flags, protocol)
+        streams.client_gone = lambda: not reader.is_alive()
+        body(session, streams, protocol)
     finally:
         session.close()
         try:
@@ -204,6 +223,28 @@ def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: 
             except OSError:
                 pass
     _finish(session, streams, protocol, code, "", 0)
+
+
+def _attach(session: spdy.Session, streams: _Streams, output: Any, protocol: str) -> None:
+    """The container's output as it comes, until the container ends or the client leaves."""
+    stop = threading.Event()
+    pumps = []
+    for name in ("stdout", "stderr"):
+        stream_id = streams.ids.get(name)
+        if stream_id is None:
+            continue
+        chunks = output.follow(name, stop)
+        pump = threading.Thread(target=_pump, args=(lambda c=chunks: next(c, b""),
+                                                    lambda data, s=stream_id: session.send_data(s, data)),
+                                name=f"kubeletapi-attach-{name}", daemon=True)
+        pump.start()
+        pumps.append(pump)
+    while any(p.is_alive() for p in pumps) and not streams.client_gone():
+        pumps[0].join(0.2) if pumps else stop.wait(0.2)
+    stop.set()
+    for pump in pumps:
+        pump.join(5)
+    _finish(session, streams, protocol, 0, "", 0)
 
 
 def _resize(started: Any, data: bytes) -> None:
