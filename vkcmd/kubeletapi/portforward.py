@@ -34,6 +34,7 @@ class _Forwards:
         self._pairs: dict[str, dict[str, int]] = {}
         self._sockets: dict[int, socket.socket] = {}  # data stream id -> its connection to the pod
         self._early: dict[int, list[bytes]] = {}
+        self._ended: set[int] = set()  # data streams the client ended before the pod was reached
         self.threads: list[threading.Thread] = []
 
     def opened(self, frame: spdy.Frame) -> bool:
@@ -57,14 +58,26 @@ class _Forwards:
             if sock is None:
                 if data:
                     self._early.setdefault(stream_id, []).append(data)
+                if fin:
+                    self._ended.add(stream_id)
                 return
         try:
             if data:
                 sock.sendall(data)
-            if fin:
-                sock.shutdown(socket.SHUT_WR)
+            if fin:  # the client is done (kubectl: its local connection closed): the forward ends, as the
+                sock.shutdown(socket.SHUT_RDWR)  # kubelet's does when either direction ends
         except OSError:
             pass
+
+    def reset(self, stream_id: int) -> None:
+        """The client gave up the stream (its local connection closed): stop copying from the pod too."""
+        with self._lock:
+            sock = self._sockets.get(stream_id)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _forward(self, pair: dict[str, int]) -> None:
         session = self._session_ref[0]
@@ -80,7 +93,10 @@ class _Forwards:
         with self._lock:
             early = self._early.pop(pair["data"], [])
             self._sockets[pair["data"]] = sock
+            ended = pair["data"] in self._ended
         try:
+            if ended:
+                return
             for data in early:
                 sock.sendall(data)
             while True:
@@ -120,7 +136,7 @@ def port_forward_route(handler: Handler, path: str, query: str) -> int:
     connection = handler.upgrade("SPDY/3.1", {"X-Stream-Protocol-Version": protocol})
     holder: list[spdy.Session] = []
     forwards = _Forwards(holder, address)
-    session = spdy.Session(handler.rfile, connection.sendall, forwards.opened, forwards.data)
+    session = spdy.Session(handler.rfile, connection.sendall, forwards.opened, forwards.data, forwards.reset)
     holder.append(session)
     try:
         session.serve()  # until the client ends the session

@@ -185,11 +185,13 @@ class Session:
     :meth:`serve` reads frames until the peer leaves, answering PINGs, replying
     to each SYN_STREAM (``on_stream(frame)`` decides: True accepts it, False
     refuses it with RST_STREAM) and passing data to ``on_data(stream_id, data,
-    fin)``; a RST_STREAM or the stream's FIN reaches ``on_data`` as a FIN.
+    fin)``; a RST_STREAM reaches ``on_reset(stream_id)`` when given, else ``on_data`` as a FIN.
     """
 
     def __init__(self, reader: BinaryIO, write: Callable[[bytes], None],
-                 on_stream: Callable[[Frame], bool], on_data: Callable[[int, bytes, bool], None]) -> None:
+                 on_stream: Callable[[Frame], bool], on_data: Callable[[int, bytes, bool], None],
+                 on_reset: Callable[[int], None] | None = None) -> None:
+        self._on_reset = on_reset
         self._reader = reader
         self._write = write
         self._lock = threading.Lock()
@@ -225,7 +227,10 @@ class Session:
                     if accepted and frame.fin:
                         self._on_data(frame.stream_id, b"", True)
                 elif frame.kind == RST_STREAM:
-                    self._on_data(frame.stream_id, b"", True)
+                    if self._on_reset is not None:
+                        self._on_reset(frame.stream_id)
+                    else:
+                        self._on_data(frame.stream_id, b"", True)
                 elif frame.kind == PING:
                     self.send(encode_ping(frame.ping_id))
                 elif frame.kind == GOAWAY:
