@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.node import Node, pod_manifest, wait_for
+from tools.procs import connects, free_port
 
 SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
 
@@ -166,26 +167,20 @@ def test_kubectl_cp_in_and_out(node, kubectl, namespace, shell_pod, tmp_path):
     del inside
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_port_forward_to_a_pod_serving_http_with_two_parallel_requests(node, kubectl, namespace, tmp_path):
-    pod_port, local_port = _free_port(), _free_port()
+    pod_port, local_port = free_port(), free_port()
     serve = f"import http.server as h; h.ThreadingHTTPServer(('127.0.0.1', {pod_port}), h.SimpleHTTPRequestHandler)" \
             ".serve_forever()"
     manifest = pod_manifest("web", ["sh", "-c", "echo served-by-the-pod > index.html; "
                                                 f"exec {sys.executable} -c \"{serve}\""])
     node.create(manifest, namespace)
     node.wait_phase("web", phases=("Running",), namespace=namespace)
-    wait_for(lambda: _connects(pod_port), 15, what="the pod serves")
+    wait_for(lambda: connects(pod_port), 15, what="the pod serves")
     forward = subprocess.Popen([kubectl.binary, "--kubeconfig", kubectl.kubeconfig, "port-forward", "-n", namespace,
                                 "pod/web", f"{local_port}:{pod_port}"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env={**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"})
     try:
-        wait_for(lambda: _connects(local_port), 15, what="kubectl listens")
+        wait_for(lambda: connects(local_port), 15, what="kubectl listens")
         # a client that connects and leaves at once (kubectl ends the stream): the forward ends, as the kubelet's
         # does, and the pod's answer must not stall the session for the others
         socket.create_connection(("127.0.0.1", local_port), timeout=5).close()
@@ -204,14 +199,6 @@ def test_port_forward_to_a_pod_serving_http_with_two_parallel_requests(node, kub
         forward.terminate()
         said = forward.communicate(timeout=10)
     assert results == [b"served-by-the-pod\n"] * 2, said
-
-
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_attach_to_a_printing_container(node, kubectl, namespace):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tools.bench.harness import ControlPlaneProcess, VkNode, pct, pod_manifest
-from tools.procs import free_port, wait_until
+from tools.procs import connects, free_port, wait_until
 from vkcmd.kube.client import path
 
 SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false", "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
@@ -54,14 +54,6 @@ def _drain(port: int) -> tuple[int, float]:
     return total, time.perf_counter() - started
 
 
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--execs", type=int, default=50)
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             node.client.create(path(resource="pods", namespace="default"),
                              pod_manifest("bench-exec", [sys.executable, str(script), str(pod_port),
                                                          str(args.megabytes)], node=node.name))
-            wait_until(lambda: _connects(pod_port), 30, "the pod serves")
+            wait_until(lambda: connects(pod_port), 30, "the pod serves")
             pod = path(resource="pods", namespace="default", name="bench-exec")
             wait_until(lambda: node.client.get(pod).get("status", {}).get("phase") == "Running", 30, "Running")
             base = [kubectl, "--kubeconfig", cp.kubeconfig]
@@ -98,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             forward = subprocess.Popen([*base, "port-forward", "pod/bench-exec", f"{local}:{pod_port}"], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                wait_until(lambda: _connects(local), 30, "kubectl port-forward listens")
+                wait_until(lambda: connects(local), 30, "kubectl port-forward listens")
                 forwarded_bytes, forwarded_s = _drain(local)
             finally:
                 forward.terminate()
