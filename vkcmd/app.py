@@ -209,7 +209,7 @@ class App:
                                                                               self.indexer),
                                     ssl_context=context, authenticator=Authenticator(TokenReviewer(self.client)),
                                     authorizer=authorizer, registry=self.registry, metrics=self.metrics,
-                                    port=s.kubelet_port)
+                                    port=s.kubelet_port, anonymous_metrics=s.anonymous_metrics)
         self.exporter = MetricsExporter(self.registry, s.metrics_port) if s.metrics_port else None
 
     def _cluster_serving_pair(self) -> tuple[str | None, str | None]:

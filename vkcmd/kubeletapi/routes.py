@@ -60,6 +60,16 @@ def error_reply(handler: Handler, status: int, message: str) -> int:
     return handler.send(status, message.encode(), _TEXT, headers)
 
 
+#: What ``anonymous_metrics`` opens to callers without credentials: read-only metrics, never logs or exec.
+ANONYMOUS_PATHS = frozenset({"/metrics/resource", "/metrics", "/stats/summary"})
+
+
+def _anonymous_allowed(handler: Handler, path: str) -> bool:
+    return (handler.server.owner.anonymous_metrics and handler.command in ("GET", "HEAD")
+            and path.rstrip("/") in ANONYMOUS_PATHS and not handler.connection.getpeercert()
+            and handler.headers.get("Authorization") is None)
+
+
 def handle(handler: Handler) -> None:
     """Serve one parsed request: authenticate and authorize (not /healthz), route, count."""
     owner = handler.server.owner
@@ -68,7 +78,7 @@ def handle(handler: Handler) -> None:
     path = url.path
     status = 500
     try:
-        if not (path == "/healthz" or path.startswith("/healthz/")):
+        if not (path == "/healthz" or path.startswith("/healthz/") or _anonymous_allowed(handler, path)):
             user = owner.authenticator.authenticate(handler.connection.getpeercert(),
                                                     handler.headers.get("Authorization"))
             handler.authenticated()

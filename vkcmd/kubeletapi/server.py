@@ -38,7 +38,7 @@ class KubeletServer:
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  address: str = "0.0.0.0", port: int = 10250, max_connections: int = 256,
                  max_unauthenticated: int = 64, idle_timeout: float = 60.0, handshake_timeout: float = 5.0,
-                 header_timeout: float = 10.0, stats_ttl: float = 1.0,
+                 header_timeout: float = 10.0, stats_ttl: float = 1.0, anonymous_metrics: bool = False,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.node_name = node_name
         self.backend = backend
@@ -52,6 +52,7 @@ class KubeletServer:
         self.max_connections = max_connections
         self.max_unauthenticated = min(max_unauthenticated, max_connections)
         self.header_timeout = header_timeout
+        self.anonymous_metrics = anonymous_metrics
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.clock_ns = clock_ns
@@ -99,6 +100,10 @@ class KubeletServer:
                                         name="kubeletapi-accept", daemon=True)
         self._thread.start()
         log.info("kubelet API listening", extra={"fields": {"address": self.address, "port": self.port}})
+        if self.anonymous_metrics:
+            log.warning("ANONYMOUS ACCESS: the kubelet API serves %s to callers without credentials "
+                        "(VK_ANONYMOUS_METRICS=true); logs, exec, attach and port-forward still require them",
+                        ", ".join(sorted(routes.ANONYMOUS_PATHS)))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, end every stream and connection, join the threads (within ``timeout``)."""
