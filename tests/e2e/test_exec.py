@@ -213,3 +213,14 @@ def test_attach_to_a_printing_container(node, kubectl, namespace):
     assert ticks and ticks[-1] == "tick 399"  # live output, to the container's end
     assert "tick 0" not in ticks  # attach shows what comes, not the past
     assert "warn 399" in attached.stderr
+
+
+def test_kubectls_default_websocket_is_translated_to_spdy(node, kubectl, namespace, shell_pod):
+    done = _exec(kubectl, namespace, shell_pod, "sh", "-c", "tr a-z A-Z; echo err >&2; exit 5", input="over ws\n",
+                 env={"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true"})
+    assert (done.returncode, done.stdout, done.stderr) == (5, "OVER WS\n", "err\ncommand terminated with exit code 5\n") \
+        or (done.returncode, done.stdout) == (5, "OVER WS\n"), done.stderr
+    verbose = subprocess.run([kubectl.binary, "--kubeconfig", kubectl.kubeconfig, "-v", "7", "exec", "-n", namespace,
+                              shell_pod, "--", "true"], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true"})
+    assert "The subprotocol is v5.channel.k8s.io" in verbose.stderr  # WebSocket, not the SPDY fallback

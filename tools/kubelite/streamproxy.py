@@ -5,7 +5,9 @@ rewritten to the kubelet's path and parameters (``stdin`` -> ``input``, ...),
 sent with the apiserver's kubelet-client identity and the caller's Upgrade and
 ``X-Stream-Protocol-Version`` headers; a 101 is relayed and then bytes are
 copied both ways until one side closes (SPDY passes through). A WebSocket
-upgrade is refused as an upgrade failure, which makes kubectl fall back to SPDY.
+(``v5.channel.k8s.io``, kubectl's default for exec and attach) is translated to
+SPDY (``wsbridge``); a WebSocket port-forward is refused as an upgrade failure,
+which makes kubectl fall back to SPDY.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from . import errors
 from .logproxy import kubelet_address, pick_container
@@ -71,6 +73,10 @@ def kubelet_path(subresource: str, pod: dict, raw_query: str) -> str:
 def splice(handler, path: str, node: dict, ctx: ssl.SSLContext) -> None:
     """Answer ``handler``'s upgrade request by the kubelet's, then copy both ways until either side ends."""
     upgrade = handler.headers.get("Upgrade") or ""
+    if upgrade.lower() == "websocket" and path.startswith(("/exec/", "/attach/")):
+        from .wsbridge import bridge  # wsproto: a test dependency, like the rest of the local control plane
+
+        return bridge(handler, path, node, ctx, urlsplit(handler.path).query)
     if upgrade.lower() != "spdy/3.1":
         raise errors.bad_request(f"unable to upgrade connection: protocol {upgrade or 'none'} is not served here")
     host, port = kubelet_address(node)

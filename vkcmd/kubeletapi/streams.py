@@ -83,6 +83,8 @@ class _Streams:
         self.early_sizes: list[bytes] = []  # sizes sent before the command started (the first one, usually)
         self.sized = threading.Event()
         self.client_gone: Callable[[], bool] = lambda: False
+        self._lock = threading.Lock()
+        self._early_stdin: list[tuple[bytes, bool]] = []
         self._types: dict[int, str] = {}
 
     def opened(self, frame: spdy.Frame) -> bool:
@@ -95,9 +97,21 @@ class _Streams:
             self.ready.set()
         return True
 
+    def bind_stdin(self, write: Callable[[bytes, bool], None]) -> None:
+        """Send the command's stdin to ``write``, first what arrived before it started."""
+        with self._lock:
+            early, self._early_stdin = self._early_stdin, []
+            for data, fin in early:
+                write(data, fin)
+            self.stdin = write
+
     def data(self, stream_id: int, data: bytes, fin: bool) -> None:
         kind = self._types.get(stream_id)
-        if kind == "stdin" and self.stdin is not None:
+        if kind == "stdin":
+            with self._lock:
+                if self.stdin is None:  # before the command started: kept for it
+                    self._early_stdin.append((data, fin))
+                    return
             self.stdin(data, fin)
         elif kind == "resize" and data:
             if self.resize is not None:
@@ -187,7 +201,7 @@ def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: 
     process = started.process
     if flags["tty"]:
         fd = started.tty_fd
-        streams.stdin = lambda data, fin: os.write(fd, data) if data else None
+        streams.bind_stdin(lambda data, fin: os.write(fd, data) if data else None)
         for data in streams.early_sizes:
             _resize(started, data)
         streams.resize = lambda data: _resize(started, data)
@@ -203,7 +217,7 @@ def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: 
                         process.stdin.close()
                 except (OSError, ValueError):
                     pass
-            streams.stdin = stdin
+            streams.bind_stdin(stdin)
         sources = [(lambda: process.stdout.read1(65536), streams.ids.get("stdout")),
                    (lambda: process.stderr.read1(65536), streams.ids.get("stderr"))]
     for read, stream_id in sources:
