@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from vkcmd.kubeletapi import spdy
+from vkcmd.kubeletapi import spdy, wsstreams
 from vkcmd.kubeletapi.backend import ApiError, BadRequest, ExecTarget, Forbidden, NonZeroExit, NotFound
 from vkcmd.kubeletapi.transport import Handler
 
@@ -97,6 +97,12 @@ class _Streams:
             self.ready.set()
         return True
 
+    def bind_channels(self, ids: dict[str, int]) -> None:
+        """Streams that exist from the start (WebSocket channels): all there, by their fixed numbers."""
+        self.ids = dict(ids)
+        self._types = {number: name for name, number in ids.items()}
+        self.ready.set()
+
     def bind_stdin(self, write: Callable[[bytes, bool], None]) -> None:
         """Send the command's stdin to ``write``, first what arrived before it started."""
         with self._lock:
@@ -137,17 +143,22 @@ def attach_route(handler: Handler, path: str, query: str) -> int:
 
 
 def _check_upgrade(handler: Handler) -> None:
-    if handler.headers.get("Upgrade", "").lower() != "spdy/3.1":
+    if handler.headers.get("Upgrade", "").lower() not in ("spdy/3.1", "websocket"):
         raise BadRequest("Upgrade request required")
+
+
+def _wanted(flags: dict[str, bool], resize: bool) -> set[str]:
+    wanted = {"error"} | {name for flag, name in (("input", "stdin"), ("output", "stdout"), ("error", "stderr"))
+                          if flags[flag]}
+    return wanted | ({"resize"} if flags["tty"] and resize else set())
 
 
 def _session(handler: Handler, flags: dict[str, bool], body: Callable[..., None]) -> int:
     """Negotiate, upgrade, wait for the client's streams, run ``body``, end the session."""
+    if wsstreams.is_websocket(handler):
+        return wsstreams.session(handler, _Streams(_wanted(flags, resize=True)), body)
     protocol = negotiate(handler.headers.get_all("X-Stream-Protocol-Version") or [], REMOTECOMMAND)
-    wanted = {"error"} | {name for flag, name in (("input", "stdin"), ("output", "stdout"), ("error", "stderr"))
-                          if flags[flag]}
-    if flags["tty"] and protocol != "channel.k8s.io":
-        wanted.add("resize")
+    wanted = _wanted(flags, resize=protocol != "channel.k8s.io")
     connection = handler.upgrade("SPDY/3.1", {"X-Stream-Protocol-Version": protocol})
     streams = _Streams(wanted)
     session = spdy.Session(handler.rfile, connection.sendall, streams.opened, streams.data)
