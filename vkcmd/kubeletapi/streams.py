@@ -172,12 +172,7 @@ def _session(handler: Handler, flags: dict[str, bool], body: Callable[..., None]
         streams.client_gone = lambda: not reader.is_alive()
         body(session, streams, protocol)
     finally:
-        session.close()
-        try:
-            connection.shutdown(2)
-        except OSError:
-            pass
-        reader.join(5)
+        handler.end_upgraded(session.close, connection, reader)
     return 101
 
 

@@ -358,6 +358,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.connection.settimeout(None)
         return self.connection
 
+    @staticmethod
+    def end_upgraded(say_goodbye: Callable[[], None], connection: socket.socket, reader: threading.Thread) -> None:
+        """End an upgraded session: the protocol's goodbye, both directions shut, its reader joined."""
+        say_goodbye()
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        reader.join(5)
+
     def stream(self, chunks: Iterator[bytes], stop: threading.Event, watch: bool) -> int:
         """200 with a chunked body, one chunk per item, flushed as it comes; ends when ``chunks`` does.
 

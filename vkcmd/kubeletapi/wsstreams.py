@@ -89,12 +89,7 @@ def session(handler: Handler, streams, body: Callable[..., None]) -> int:
         body(channels, streams, "channel.k8s.io" if protocol in ("channel.k8s.io", "base64.channel.k8s.io")
              else "v4.channel.k8s.io")  # v4 and v5 end the error channel with a Status
     finally:
-        channels.close()
-        try:
-            connection.shutdown(2)
-        except OSError:
-            pass
-        reader.join(5)
+        handler.end_upgraded(channels.close, connection, reader)
     return 101
 
 
