@@ -103,6 +103,14 @@ class _Streams:
         self._types = {number: name for name, number in ids.items()}
         self.ready.set()
 
+    def bind_resize(self, resize: Callable[[bytes], None]) -> None:
+        """Apply terminal sizes with ``resize``, first those that arrived before the command started."""
+        with self._lock:
+            early, self.early_sizes = self.early_sizes, []
+            for data in early:
+                resize(data)
+            self.resize = resize
+
     def bind_stdin(self, write: Callable[[bytes, bool], None]) -> None:
         """Send the command's stdin to ``write``, first what arrived before it started."""
         with self._lock:
@@ -120,11 +128,12 @@ class _Streams:
                     return
             self.stdin(data, fin)
         elif kind == "resize" and data:
-            if self.resize is not None:
-                self.resize(data)
-            else:
-                self.early_sizes.append(data)
-            self.sized.set()
+            with self._lock:
+                if self.resize is None:  # before the command started: applied when it does
+                    self.early_sizes.append(data)
+                    self.sized.set()
+                    return
+            self.resize(data)
 
 
 def exec_route(handler: Handler, path: str, query: str) -> int:
@@ -208,9 +217,7 @@ def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: 
     if flags["tty"]:
         fd = started.tty_fd
         streams.bind_stdin(lambda data, fin: os.write(fd, data) if data else None)
-        for data in streams.early_sizes:
-            _resize(started, data)
-        streams.resize = lambda data: _resize(started, data)
+        streams.bind_resize(lambda data: _resize(started, data))
         sources = [(lambda: os.read(fd, 65536), streams.ids.get("stdout"))]
     else:
         if process.stdin is not None:
