@@ -40,7 +40,8 @@ def _exec(kubectl, namespace, pod, *command, input=None, env=SPDY, timeout=30):
 def shell_pod(node, namespace):
     manifest = pod_manifest("shell", ["sh", "-c", "mkdir -p work && sleep 1000"])
     container = manifest["spec"]["containers"][0]
-    container["env"] = [{"name": "GREETING", "value": "hello from the spec"}]
+    container["env"] = [{"name": "GREETING", "value": "hello from the spec"},
+                        {"name": "MY_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     node.create(manifest, namespace)
     node.wait_phase("shell", phases=("Running",), namespace=namespace)
     return "shell"
@@ -56,11 +57,12 @@ def test_exec_output_exit_codes_and_stderr(node, kubectl, namespace, shell_pod):
 
 
 def test_exec_sees_the_containers_env_and_cwd(node, kubectl, namespace, shell_pod):
-    done = _exec(kubectl, namespace, shell_pod, "sh", "-c", 'echo "$GREETING"; pwd; ls')
+    done = _exec(kubectl, namespace, shell_pod, "sh", "-c", 'echo "$GREETING/$MY_POD"; pwd; ls')
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "hello from the spec"
-    assert lines[1] == str(node.container_dir(shell_pod, "c", namespace).parent.parent) or "work" in lines[2:]
+    assert lines[0] == "hello from the spec/shell"  # a value and a valueFrom, as the container has them
+    container_cwd = os.readlink(f"/proc/{_pids_in(node.container_dir(shell_pod, 'c', namespace))[0]}/cwd")
+    assert lines[1] == container_cwd and "work" in lines[2:]  # where the container runs, and what it made there
 
 
 def test_exec_with_stdin_piped(node, kubectl, namespace, shell_pod):
@@ -224,3 +226,9 @@ def test_kubectls_default_websocket_is_translated_to_spdy(node, kubectl, namespa
                               shell_pod, "--", "true"], capture_output=True, text=True, timeout=30,
                              env={**os.environ, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true"})
     assert "The subprotocol is v5.channel.k8s.io" in verbose.stderr  # WebSocket, not the SPDY fallback
+
+
+def _pids_in(container_dir) -> list[int]:
+    """The container's process group (its pgid file), leader first."""
+    pgid = int((container_dir / "pgid").read_text().split()[0])
+    return [pgid]
