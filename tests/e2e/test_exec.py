@@ -232,3 +232,27 @@ def _pids_in(container_dir) -> list[int]:
     """The container's process group (its pgid file), leader first."""
     pgid = int((container_dir / "pgid").read_text().split()[0])
     return [pgid]
+
+
+def test_exec_needs_create_on_pods_exec(node, kubectl, control_plane, namespace, shell_pod, tmp_path, kube_client):
+    from kubernetes import client as k8s
+
+    reader = str(tmp_path / "reader.kubeconfig")
+    control_plane.write_kubeconfig(reader, cn="pod-reader")
+    rbac = k8s.RbacAuthorizationV1Api(kube_client)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "read-pods"}, "rules": [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "read-pods"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                       "name": "read-pods"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "pod-reader"}]})
+    denied = _exec(kubectl.with_kubeconfig(reader), namespace, shell_pod, "true")
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "exec"}, "rules": [
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "exec"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                  "name": "exec"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "pod-reader"}]})
+    wait_for(lambda: _exec(kubectl.with_kubeconfig(reader), namespace, shell_pod, "true").returncode == 0, 10,
+             what="exec allowed once pods/exec is granted")
