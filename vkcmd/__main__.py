@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from vkcmd import __version__, config, logs
+from vkcmd import __version__, config, logfmt
 
 EXIT_BAD_SETTING = 2
 
@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as error:
         print(f"vkcmd: {error}", file=sys.stderr)
         return EXIT_BAD_SETTING
-    logs.configure(settings.verbosity, settings.log_format)
+    logfmt.configure(settings.verbosity, settings.log_format)
     log = logging.getLogger("vkcmd")
     for warning in settings.warnings:
         log.warning(warning)

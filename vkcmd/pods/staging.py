@@ -33,7 +33,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from vkcmd.logs import fields
+from vkcmd.logfmt import fields
 from vkcmd.pods import errors
 from vkcmd.pods import volumes as vols
 from vkcmd.pods.envvars import StagingEvent, build_env

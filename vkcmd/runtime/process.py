@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from vkcmd.logs import fields
+from vkcmd.logfmt import fields
 from vkcmd.runtime import reaper as rp
 from vkcmd.runtime.process_recover import Recovered, Recoverer, record_exit, report_of_exit_file
 from vkcmd.runtime.process_run import Run, RunTable

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vkcmd.logs import fields
+from vkcmd.logfmt import fields
 from vkcmd.runtime import reaper as rp
 from vkcmd.runtime.process_run import Run, RunTable
 from vkcmd.runtime.process_scan import Scanner

@@ -18,7 +18,7 @@ import time
 
 from collections.abc import Collection
 
-from vkcmd.logs import fields
+from vkcmd.logfmt import fields
 from vkcmd.runtime import reaper as rp
 from vkcmd.runtime.process_run import Run, RunTable
 from vkcmd.runtime.state import StateStore

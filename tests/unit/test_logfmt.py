@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from fsm import LogObserver
-from vkcmd import logs
+from vkcmd import logfmt as logs
 from vkcmd.machines import NODE, NodeEvent
 
 
