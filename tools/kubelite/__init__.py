@@ -19,8 +19,10 @@ Layers: ``errors``/``resources``/``certs``/``tokens`` (leaves) <- ``store`` <-
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
 import os
+import secrets as _secrets
 import ssl
 import threading
 
@@ -40,6 +42,7 @@ __all__ = ["ControlPlane", "CertPair"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_NODE_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -185,6 +188,31 @@ class ControlPlane:
             yaml.safe_dump(cfg, f, sort_keys=False)
         return path
 
+    def node_kubeconfig(self, path: str, node_name: str) -> str:
+        """A kubeconfig for the kubelet identity ``system:node:<node_name>`` (group ``system:nodes``)."""
+        return self.write_kubeconfig(path, f"system:node:{node_name}", ("system:nodes",))
+
+    def create_bootstrap_token(self, ttl: float | None = 3600.0, *,
+                               extra_groups=(DEFAULT_NODE_TOKEN_GROUP,)) -> str:
+        """A bootstrap token as ``kubeadm token create`` makes it (Secret in kube-system); returns the token."""
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        token_id = "".join(_secrets.choice(alphabet) for _ in range(6))
+        token_secret = "".join(_secrets.choice(alphabet) for _ in range(16))
+        data = {"token-id": token_id, "token-secret": token_secret, "usage-bootstrap-authentication": "true",
+                "usage-bootstrap-signing": "true", "auth-extra-groups": ",".join(extra_groups),
+                "description": "kubelite bootstrap token"}
+        if ttl is not None:
+            expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=ttl)
+            data["expiration"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.api.create(lookup("", "v1", "secrets"), "kube-system", {
+            "metadata": {"name": f"bootstrap-token-{token_id}"}, "type": "bootstrap.kubernetes.io/token",
+            "data": {k: _b64(v.encode()) for k, v in data.items()}})
+        return f"{token_id}.{token_secret}"
+
+    def bootstrap_kubeconfig(self, path: str, ttl: float | None = 3600.0) -> str:
+        """A new bootstrap token's kubeconfig, as ``kubeadm join`` writes ``bootstrap-kubelet.conf``."""
+        return self.write_kubeconfig(path, token=self.create_bootstrap_token(ttl))
+
     # -- bootstrap -------------------------------------------------------------
     def _bootstrap(self) -> None:
         ns_res = lookup("", "v1", "namespaces")
@@ -195,6 +223,7 @@ class ControlPlane:
                                                         "User", KUBELET_CLIENT_USER)))
         objects.append(("clusterrolebindings", _binding("kubeadm:cluster-admins", "cluster-admin", "Group",
                                                         "kubeadm:cluster-admins")))
+        objects.extend(_kubeadm_node_bindings())
         for plural, obj in objects:
             res = lookup("rbac.authorization.k8s.io", "v1", plural)
             try:
@@ -202,6 +231,25 @@ class ControlPlane:
             except errors.ApiError as e:
                 if e.code != 409:
                     raise
+
+
+def _kubeadm_node_bindings() -> list[tuple[str, dict]]:
+    """What ``kubeadm init`` creates so that bootstrap tokens can join nodes (TLS bootstrapping)."""
+    get_nodes = {"metadata": {"name": "kubeadm:get-nodes"},
+                 "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]}
+    return [
+        ("clusterroles", get_nodes),
+        ("clusterrolebindings", _binding("kubeadm:get-nodes", "kubeadm:get-nodes", "Group",
+                                         DEFAULT_NODE_TOKEN_GROUP)),
+        ("clusterrolebindings", _binding("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "Group",
+                                         DEFAULT_NODE_TOKEN_GROUP)),
+        ("clusterrolebindings", _binding("kubeadm:node-autoapprove-bootstrap",
+                                         "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                                         "Group", DEFAULT_NODE_TOKEN_GROUP)),
+        ("clusterrolebindings", _binding("kubeadm:node-autoapprove-certificate-rotation",
+                                         "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                                         "Group", "system:nodes")),
+    ]
 
 
 def _binding(name: str, role: str, kind: str, subject: str) -> dict:

@@ -15,6 +15,8 @@ import logging
 import time
 
 from . import errors, policy, strategy
+from .nodeauthz import NodeAuthorizer
+from .nodegraph import NodeGraph
 from .resources import RESOURCES, Resource, by_key
 from .store import Entry, Store, StoreView, encode, rfc3339
 
@@ -56,6 +58,8 @@ class Api:
     def __init__(self, store: Store, clock=time.time):
         self.store = store
         self.view = StoreView(store)
+        self.node_graph = NodeGraph().attach(store)
+        self.view.node_authorizer = NodeAuthorizer(self.node_graph)
         self._clock = clock
 
     # -- reads ---------------------------------------------------------------
@@ -101,7 +105,7 @@ class Api:
                              "message": f"namespace {ns} is being terminated",
                              "field": "metadata.namespace"}]})
 
-    def create(self, res: Resource, ns: str, obj, *, dry_run: bool = False) -> dict:
+    def create(self, res: Resource, ns: str, obj, *, dry_run: bool = False, user=None) -> dict:
         """Create ``obj`` (decoded body) in ``ns``; returns the stored object."""
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
@@ -121,6 +125,7 @@ class Api:
         if res.namespaced:
             self.require_namespace(ns)
         strategy.prepare_create(res, obj)
+        policy.restrict(user, "create", res.key, None, obj, None, self.view)
         obj = policy.admit_create(res.key, obj, self.view)
         if dry_run:
             return obj
@@ -128,7 +133,7 @@ class Api:
 
     # -- update --------------------------------------------------------------
     def write(self, res: Resource, ns: str, name: str, sub: str | None, compute, *,
-              user_rv: int | None = None, dry_run: bool = False, admit: bool = True) -> Entry:
+              user_rv: int | None = None, dry_run: bool = False, admit: bool = True, user=None) -> Entry:
         """Read-modify-write with retry, like the apiserver's GuaranteedUpdate.
 
         ``compute(current_copy) -> new`` may raise. ``user_rv`` is the caller's precondition
@@ -163,6 +168,7 @@ class Api:
             new = strategy.prepare_update(res, cur.obj, new, sub)
             strategy.validate(res, new, creating=False)
             if admit:
+                policy.restrict(user, "update", res.key, sub, new, cur.obj, self.view)
                 new = policy.admit_update(res.key if sub is None else f"{res.key}/{sub}", cur.obj, new, self.view)
             if _same(new, cur.obj):
                 return cur
@@ -186,14 +192,15 @@ class Api:
         return (res.key != "namespaces" and bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
                 and not meta.get("deletionGracePeriodSeconds"))
 
-    def update(self, res: Resource, ns: str, name: str, sub: str | None, body, *, dry_run=False) -> Entry:
+    def update(self, res: Resource, ns: str, name: str, sub: str | None, body, *, dry_run=False,
+               user=None) -> Entry:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
         user_rv = _rv((body.get("metadata") or {}).get("resourceVersion"))
-        return self.write(res, ns, name, sub, lambda cur: body, user_rv=user_rv, dry_run=dry_run)
+        return self.write(res, ns, name, sub, lambda cur: body, user_rv=user_rv, dry_run=dry_run, user=user)
 
     def patch(self, res: Resource, ns: str, name: str, sub: str | None, kind_of_patch: str, patch, *,
-              dry_run=False) -> tuple[int, Entry | dict]:
+              dry_run=False, user=None) -> tuple[int, Entry | dict]:
         """Apply a patch; server-side apply (``apply``) creates a missing object. Returns (code, result)."""
         user_rv = None
         if isinstance(patch, dict):
@@ -204,18 +211,20 @@ class Api:
             if sub is None and self.store.get(res.key, ns, name) is None:
                 body = json.loads(json.dumps(patch))
                 body.setdefault("metadata", {})["name"] = name
-                return 201, self.create(res, ns, body, dry_run=dry_run)
+                return 201, self.create(res, ns, body, dry_run=dry_run, user=user)
             kind_of_patch = "strategic"
         result = self.write(res, ns, name, sub, lambda cur: policy.apply_patch(kind_of_patch, cur, patch, res.kind),
-                            user_rv=user_rv, dry_run=dry_run)
+                            user_rv=user_rv, dry_run=dry_run, user=user)
         return 200, result
 
     # -- delete --------------------------------------------------------------
-    def delete(self, res: Resource, ns: str, name: str, opts: dict, *, dry_run: bool = False) -> dict:
+    def delete(self, res: Resource, ns: str, name: str, opts: dict, *, dry_run: bool = False, user=None,
+               sub: str | None = None) -> dict:
         """Delete with DeleteOptions ``opts``; returns the object (deleted, or marked for deletion)."""
         for _ in range(50):
             cur = self.get(res, ns, name)
             self._check_preconditions(res, cur, opts.get("preconditions") or {})
+            policy.restrict(user, "delete" if sub is None else "create", res.key, sub, None, cur.obj, self.view)
             if dry_run:
                 return cur.obj
             try:

@@ -94,6 +94,8 @@ _TABLE = [
     Resource("events.k8s.io", "v1", "events", "event", "Event", True, short_names=("ev",),
              key="events.events.k8s.io"),
     Resource("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", False, ("create",)),
+    Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview",
+             False, ("create",)),
     Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview",
              "SubjectAccessReview", False, ("create",)),
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
@@ -108,7 +110,7 @@ _TABLE = [
 ]
 
 #: Resources answered without storage (reviews): created and returned, never kept.
-VIRTUAL = frozenset({"tokenreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
+VIRTUAL = frozenset({"tokenreviews", "selfsubjectreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
                      "localsubjectaccessreviews"})
 
 
