@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fsm import to_mermaid
 from vkcmd.config import SETTINGS
-from vkcmd.machines import CONTAINER, NODE
+from vkcmd.machines import CONTAINER, NODE, POD
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -28,7 +28,7 @@ def config_table() -> str:
 
 def machines() -> str:
     blocks = []
-    for definition in (NODE, CONTAINER):
+    for definition in (NODE, POD, CONTAINER):
         blocks.append(f"{definition.kind}:\n\n```mermaid\n{to_mermaid(definition)}```")
     return "\n\n".join(blocks)
 

@@ -7,6 +7,22 @@
 # Its log goes to ./$NODENAME.log (the current directory, as in the seed).
 set -euo pipefail
 
+# The JIRIAF image's positional form: start.sh KUBECONFIG NODENAME VKUBELET_POD_IP KUBELET_PORT
+# JIRIAF_WALLTIME JIRIAF_NODETYPE JIRIAF_SITE, with client.crt/client.key (the serving pair) in the
+# current directory when present. Arguments win over the environment; no arguments: the environment form.
+if [ "$#" -ne 0 ]; then
+    if [ "$#" -ne 7 ]; then
+        echo "usage: $0 [KUBECONFIG NODENAME VKUBELET_POD_IP KUBELET_PORT JIRIAF_WALLTIME JIRIAF_NODETYPE JIRIAF_SITE]" >&2
+        echo "  (all seven, as the JIRIAF image's start.sh takes them, or none and the environment)" >&2
+        exit 2
+    fi
+    KUBECONFIG=$1 NODENAME=$2 VKUBELET_POD_IP=$3 KUBELET_PORT=$4
+    JIRIAF_WALLTIME=$5 JIRIAF_NODETYPE=$6 JIRIAF_SITE=$7
+    if [ -z "${APISERVER_CERT_LOCATION:-}${APISERVER_KEY_LOCATION:-}" ] && [ -f client.crt ] && [ -f client.key ]; then
+        APISERVER_CERT_LOCATION="$PWD/client.crt" APISERVER_KEY_LOCATION="$PWD/client.key"
+    fi
+fi
+
 # Where things are. MAIN: this checkout. VK_PATH: a directory with the kubelet API's serving
 # certificate and key (optional). VK_BIN: a directory holding the python that has vkcmd installed
 # (the .venv that tools/bootstrap.sh makes); when it has none, python3 from PATH is used.

@@ -128,6 +128,14 @@ def _kubeconfig(raw: str) -> str:
     return path
 
 
+def _kubeconfig_path(raw: str) -> str:
+    """A kubeconfig that may not exist yet (a bootstrap writes it); checked in :func:`_complete`."""
+    if not raw.strip():
+        raise ValueError("expected the path of a kubeconfig")
+    path = Path(raw).expanduser()
+    return _kubeconfig(str(path)) if path.exists() else str(path.absolute())
+
+
 def _directory(raw: str) -> str:
     if not raw.strip():
         raise ValueError("expected a directory path")
@@ -203,9 +211,15 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("kubeconfig", "KUBECONFIG", ("--kubeconfig",), _kubeconfig, None,
-            "kubeconfig of the cluster; in-cluster config is used when unset and ~/.kube/config is missing "
-            "(default: ~/.kube/config)"),
+    Setting("kubeconfig", "KUBECONFIG", ("--kubeconfig",), _kubeconfig_path, None,
+            "kubeconfig of the cluster; in-cluster config is used when unset and ~/.kube/config is missing; "
+            "with VK_BOOTSTRAP_KUBECONFIG, where the node's own kubeconfig is written (default: ~/.kube/config)"),
+    Setting("bootstrap_kubeconfig", "VK_BOOTSTRAP_KUBECONFIG", ("--bootstrap-kubeconfig",), _kubeconfig, None,
+            "kubeconfig with a bootstrap token: when KUBECONFIG does not exist or its client certificate "
+            "expired, vkcmd requests a node certificate (CSR) with it and writes KUBECONFIG (default: none)"),
+    Setting("serving_cert_bootstrap", "VK_SERVING_CERT_BOOTSTRAP", ("--rotate-server-certificates",), _boolean,
+            "false", "request the kubelet API's serving certificate from the cluster (kubelet-serving CSR) "
+            "instead of a self-signed one (default: off)", is_flag=True),
     Setting("node_name", "NODENAME", ("--nodename",), _node_name, _default_node_name,
             "node name (default: the host name)"),
     Setting("pod_ip", "VKUBELET_POD_IP", ("--pod-ip",), _ip_address, _default_pod_ip,
@@ -271,6 +285,8 @@ class Settings:
     """Validated settings; field docs are in :data:`SETTINGS` and ``--help``."""
 
     kubeconfig: str | None
+    bootstrap_kubeconfig: str | None
+    serving_cert_bootstrap: bool
     node_name: str
     pod_ip: str
     kubelet_port: int
@@ -369,6 +385,13 @@ def _complete(values: dict[str, Any], env: Mapping[str, str], walltime_given: bo
             values["walltime"] = left
             warnings.append(f"JIRIAF_WALLTIME unset inside Slurm job {env.get('SLURM_JOB_ID') or env.get('SLURM_JOBID')}: "
                             f"walltime taken from the job's end, {left}s")
+    if values["bootstrap_kubeconfig"] is not None and values["kubeconfig"] is None:
+        raise ConfigError("KUBECONFIG", "", "expected KUBECONFIG with VK_BOOTSTRAP_KUBECONFIG: where to write "
+                          "the node's kubeconfig")
+    if values["kubeconfig"] is not None and values["bootstrap_kubeconfig"] is None \
+            and not Path(values["kubeconfig"]).exists():
+        raise ConfigError("KUBECONFIG", values["kubeconfig"], "expected the path of an existing file (or "
+                          "VK_BOOTSTRAP_KUBECONFIG to write it)")
     if values["kubeconfig"] is None:
         fallback = _default_kubeconfig(env)
         if Path(fallback).exists():

@@ -83,11 +83,53 @@ CONTAINER = Definition(
     ],
 )
 
+class PodState(enum.Enum):
+    ACTIVE = "Active"
+    ENDING = "Ending"
+    ENDED = "Ended"
+    CLEANED = "Cleaned"
+    REMOVED = "Removed"
+
+
+class PodEvent:
+    END = "end"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    CLEAN = "clean"
+    VANISH = "vanish"
+
+
+_P = PodState
+POD = Definition(
+    "pod", PodState, PodState.ACTIVE,
+    [
+        Transition(PodEvent.END, _P.ACTIVE, _P.ENDING,
+                   doc="deleted, gone from the API, past activeDeadlineSeconds, or the node drains"),
+        Transition(PodEvent.END, _P.ENDED, _P.ENDING,
+                   doc="an ended pod is deleted: its workspace and API object go"),
+        Transition(PodEvent.COMPLETE, _P.ACTIVE, _P.ENDED,
+                   doc="every container is done by restartPolicy, or an init container failed for good"),
+        Transition(PodEvent.STOPPED, _P.ENDING, _P.ENDED,
+                   doc="a deadline or drain ending: the last process is gone, the final phase is written"),
+        Transition(PodEvent.CLEAN, _P.ENDING, _P.CLEANED,
+                   doc="a deletion: the last process is gone, runs and workspace removed, API object deleted"),
+        Transition(PodEvent.VANISH, _P.ENDING, _P.REMOVED,
+                   doc="gone from the API: the last process is gone, runs and workspace removed, nothing written"),
+    ],
+    final=[PodState.CLEANED, PodState.REMOVED],
+)
+
 #: Container states in which the container has (or may have) live processes.
 CONTAINER_LIVE = frozenset({ContainerState.RUNNING})
 #: Container states before the first process of a run exists.
 CONTAINER_WAITING = frozenset({ContainerState.PENDING, ContainerState.STAGING})
+#: Pod states in which containers are started and restarted.
+POD_RUNNING = frozenset({PodState.ACTIVE})
+#: Pod states in which nothing more will run (a terminal phase, or ended by a deadline or drain).
+POD_DONE = frozenset({PodState.ENDED, PodState.CLEANED, PodState.REMOVED})
+#: Pod states after which the provider forgets the pod.
+POD_GONE = frozenset({PodState.CLEANED, PodState.REMOVED})
 #: Node states in which new pods are accepted.
 NODE_ACCEPTING = frozenset({NodeState.READY})
 
-ALL = (NODE, CONTAINER)
+ALL = (NODE, CONTAINER, POD)

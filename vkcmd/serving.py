@@ -17,8 +17,8 @@ import psutil
 from vkcmd.kubeletapi import backend as api
 from vkcmd.provider import PodManager
 from vkcmd.runtime import Runtime
-from vkcmd.runtime import logs as runtime_logs
-from vkcmd.runtime.logindex import LogIndexer
+from vkcmd import containerlogs
+from vkcmd.containerlogs import LogIndexer
 from vkcmd.timefmt import parse_time
 
 
@@ -84,7 +84,7 @@ class NodeBackend:
             raise api.NotFound(f'container "{container}" not found in pod "{pod}"')
         directory, is_running = found
         try:
-            return runtime_logs.stream_logs(directory, runtime_logs.LogOptions(**dataclasses.asdict(options)),
+            return containerlogs.stream_logs(directory, containerlogs.LogOptions(**dataclasses.asdict(options)),
                                             is_running=is_running, indexer=self._indexer, stop=stop)
-        except runtime_logs.LogsUnavailable as error:
+        except containerlogs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None

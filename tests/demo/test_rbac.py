@@ -6,9 +6,11 @@ The kubeconfig is made exactly as the README says (a token of the ``vkcmd`` serv
 
 from __future__ import annotations
 
+import base64
 import subprocess
 
 import pytest
+import yaml
 
 from tests.e2e.node import EXAMPLES, REPO, Node, container_state
 
@@ -24,7 +26,7 @@ ALLOWED = [
     ("list", "pods", "--all"), ("watch", "pods", "--all"), ("get", "pods", "default"),
     ("delete", "pods", "default"), ("patch", "pods/status", "default"),
     ("create", "events", "default"), ("patch", "events", "default"),
-    ("list", "configmaps", "--all"), ("watch", "secrets", "--all"), ("get", "secrets", "default"),
+    ("get", "configmaps", "default"), ("get", "secrets", "default"),
     ("create", "serviceaccounts/token", "default"),
     ("create", "tokenreviews.authentication.k8s.io", None),
     ("create", "subjectaccessreviews.authorization.k8s.io", None),
@@ -34,6 +36,8 @@ DENIED = [
     ("update", "configmaps", "default"), ("create", "leases.coordination.k8s.io", "default"),
     ("create", "deployments.apps", "default"), ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
     ("get", "nodes/proxy", None),
+    ("list", "configmaps", "--all"), ("watch", "configmaps", "--all"), ("list", "secrets", "--all"),
+    ("watch", "secrets", "--all"), ("list", "secrets", "default"),
 ]
 
 
@@ -46,12 +50,19 @@ def node_kubeconfig(kubectl, tmp_path_factory):
                  "role.rbac.authorization.k8s.io/vkcmd-node-lease",
                  "rolebinding.rbac.authorization.k8s.io/vkcmd-node-lease"):
         assert line in applied, applied
-    path = tmp_path_factory.mktemp("rbac") / "vkcmd.kubeconfig"
+    directory = tmp_path_factory.mktemp("rbac")
+    path, ca = directory / "vkcmd.kubeconfig", directory / "ca.crt"
     token = kubectl("-n", "vkcmd-system", "create", "token", "vkcmd", "--duration=24h", check=True).stdout.strip()
-    path.write_text(kubectl("config", "view", "--minify", "--raw", check=True).stdout)
+    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}", check=True).stdout
+    ca_data = kubectl("config", "view", "--minify", "--raw", "-o",
+                      "jsonpath={.clusters[0].cluster.certificate-authority-data}", check=True).stdout
+    ca.write_bytes(base64.b64decode(ca_data))
     node = kubectl.with_kubeconfig(str(path))
+    node("config", "set-cluster", "cluster", f"--server={server}", f"--certificate-authority={ca}", "--embed-certs",
+         check=True)
     node("config", "set-credentials", "vkcmd", f"--token={token}", check=True)
-    node("config", "set-context", "--current", "--user=vkcmd", check=True)
+    node("config", "set-context", "vkcmd", "--cluster=cluster", "--user=vkcmd", check=True)
+    node("config", "use-context", "vkcmd", check=True)
     return str(path)
 
 
@@ -64,6 +75,14 @@ def can_i(kubectl, verb: str, resource: str, namespace: str | None) -> str:
         args += ["-n", namespace]
     proc = kubectl(*args)
     return proc.stdout.strip() or proc.stderr.strip()
+
+
+def test_the_node_kubeconfig_carries_only_the_node_credentials(node_kubeconfig, control_plane):
+    config = yaml.safe_load(open(node_kubeconfig))
+    assert [u["name"] for u in config["users"]] == ["vkcmd"] and set(config["users"][0]["user"]) == {"token"}
+    admin = yaml.safe_load(open(control_plane.kubeconfig))["users"][0]["user"]
+    text = open(node_kubeconfig).read()
+    assert not any(str(value) in text for value in admin.values())
 
 
 def test_rbac_yaml_is_accepted_and_applies_again_unchanged(kubectl, node_kubeconfig):

@@ -164,3 +164,33 @@ def test_sbatch_script_starts_a_node_for_the_length_of_the_job(control_plane, tm
         assert f"walltime taken from the job's end, {walltime}s" in script.log()
     finally:
         assert script.stop() == 0, script.log()
+
+
+def test_a_storm_of_sigterms_drains_once_and_exits(control_plane, tmp_path):
+    """Signals land anywhere in the main loop: hundreds of SIGTERMs in a tight loop must neither deadlock
+    the loop (a handler taking a lock its thread holds) nor crash it; vkcmd drains and exits 0."""
+    from tests.e2e.node import Node
+
+    node = Node(control_plane, tmp_path, name="vk-storm").start()
+    process = node.process
+    try:
+        sent = 0
+        until = time.monotonic() + 3
+        while process.poll() is None and time.monotonic() < until:
+            for _ in range(50):
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                    sent += 1
+                except ProcessLookupError:
+                    break
+            time.sleep(0.002)
+        try:
+            code = process.wait(45)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = node.log()
+        assert code == 0, f"after {sent} SIGTERMs: exit {code}\n{log[-3000:]}"
+        assert log.count("draining node vk-storm: Shutdown") == 1, log[-3000:]
+        assert "node vk-storm expired; exiting" in log, log[-3000:]
+    finally:
+        node.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 import yaml
 
 from tests.e2e.node import Node, container_state, pod_manifest, wait_for
@@ -12,14 +13,18 @@ from tests.e2e.proxy import Relay
 from vkcmd.timefmt import parse_time
 
 
-def test_pods_survive_an_api_outage_and_status_converges(control_plane, tmp_path, namespace):
-    relay = Relay(control_plane.port)
-    config = yaml.safe_load(open(control_plane.kubeconfig))
+def node_via_relay(plane, tmp_path, name: str, **env: str) -> tuple[Node, Relay]:
+    """A node (not started) whose kubeconfig points at a relay to ``plane`` that the test can cut."""
+    relay = Relay(plane.port)
+    config = yaml.safe_load(open(plane.kubeconfig))
     config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
     kubeconfig = tmp_path / "via-relay.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
-    node = Node(control_plane, tmp_path, name="vk-outage", KUBECONFIG=str(kubeconfig),
-                VK_LEASE_RENEW_INTERVAL="1")
+    return Node(plane, tmp_path, name=name, KUBECONFIG=str(kubeconfig), **env), relay
+
+
+def test_pods_survive_an_api_outage_and_status_converges(control_plane, tmp_path, namespace):
+    node, relay = node_via_relay(control_plane, tmp_path, "vk-outage", VK_LEASE_RENEW_INTERVAL="1")
     node.start()
     try:
         node.create(pod_manifest("steady", ["sleep", "1000"]), namespace)
@@ -50,12 +55,7 @@ def test_pods_survive_an_api_outage_and_status_converges(control_plane, tmp_path
 def test_sigterm_during_an_outage_still_ends_pods_and_exits(control_plane, tmp_path, namespace):
     import signal
 
-    relay = Relay(control_plane.port)
-    config = yaml.safe_load(open(control_plane.kubeconfig))
-    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
-    kubeconfig = tmp_path / "via-relay.kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
-    node = Node(control_plane, tmp_path, name="vk-outage-term", KUBECONFIG=str(kubeconfig))
+    node, relay = node_via_relay(control_plane, tmp_path, "vk-outage-term")
     node.start()
     try:
         node.create(pod_manifest("stranded", ["sleep", "1000"]), namespace)
@@ -82,3 +82,41 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except OSError:
         return None
+
+
+@pytest.fixture(scope="module")
+def quick_lifecycle(tmp_path_factory):
+    """A control plane whose node lifecycle controller marks a node Unknown 4 s after its last lease renewal."""
+    from tools.kubelite import ControlPlane
+
+    with ControlPlane(str(tmp_path_factory.mktemp("kubelite-quick")), lease_grace=4.0) as cp:
+        yield cp
+
+
+def test_ready_returns_as_soon_as_the_api_does_after_the_lifecycle_controller_said_unknown(quick_lifecycle,
+                                                                                            tmp_path):
+    """After an outage long enough for Ready=Unknown, vkcmd writes Ready=True at once (the API's view differs
+    from the truth), not at the next status interval (300 s by default, as here)."""
+    node, relay = node_via_relay(quick_lifecycle, tmp_path, "vk-unknown", VK_LEASE_RENEW_INTERVAL="1")
+    node.start()
+    try:
+        relay.cut()
+        wait_for(lambda: _ready_status(node) == "Unknown", timeout=30, what="Ready=Unknown from the controller")
+        time.sleep(2)
+        restored = time.monotonic()
+        relay.restore()
+        wait_for(lambda: _ready_status(node) == "True", timeout=30, what="Ready=True after the outage")
+        assert time.monotonic() - restored < 30
+        assert node.process.poll() is None, node.log()
+        taints = [t["key"] for t in node.client.get(f"/api/v1/nodes/{node.name}")["spec"].get("taints") or []]
+        wait_for(lambda: "node.kubernetes.io/unreachable" not in [
+            t["key"] for t in node.client.get(f"/api/v1/nodes/{node.name}")["spec"].get("taints") or []],
+            timeout=15, what=f"unreachable taint removed (had {taints})")
+    finally:
+        assert node.stop() == 0, node.log()
+        relay.stop()
+
+
+def _ready_status(node: Node) -> str | None:
+    conditions = node.client.get(f"/api/v1/nodes/{node.name}").get("status", {}).get("conditions", [])
+    return next((c["status"] for c in conditions if c["type"] == "Ready"), None)

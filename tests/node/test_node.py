@@ -217,15 +217,17 @@ def test_sigterm_drains_and_exits_zero(control_plane, client, tmp_path):
     env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "NODENAME": "sig-a", "HOME": str(tmp_path),
            "VKUBELET_POD_IP": "127.0.0.1", "JIRIAF_NODETYPE": "cpu", "JIRIAF_SITE": "Local",
            "VK_LEASE_RENEW_INTERVAL": "0.5"}
-    process = subprocess.Popen([sys.executable, "-m", "vkcmd", "--nodename", "sig-a", "--provider", "mock",
-                                "--klog.v", "3"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    log_path = tmp_path / "sig-a.log"  # a file, not a pipe: a log larger than the pipe's buffer must not block vkcmd
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "vkcmd", "--nodename", "sig-a", "--provider", "mock",
+                                    "--klog.v", "3"], cwd=REPO, env=env, stderr=log_file, text=True)
     try:
         wait_for(lambda: _ready(client, "sig-a"), timeout=15, what="node ready")
         _bound_pod(client, "on-sig-a", "sig-a")
         time.sleep(0.5)  # let the pod informer see it
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
-        log = process.stderr.read()
+        log = log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -289,3 +291,106 @@ def test_delete_node_on_exit(client):
     with Running(client, config("stay-a")):
         pass
     assert get_node(client, "stay-a")["metadata"]["name"] == "stay-a"
+
+
+def _ready_condition(client, name):
+    return next((c for c in get_node(client, name).get("status", {}).get("conditions", []) if c["type"] == "Ready"),
+                {})
+
+
+def test_ready_unknown_written_by_another_is_corrected_at_once(client):
+    """The node lifecycle controller (here: the admin) sets Ready=Unknown: vkcmd compares with the API's
+    view, not with what it last wrote, and does not wait for the (here 300 s) status interval."""
+    with Running(client, config("unk-a", status_interval=300.0, lease_renew_interval=5.0)):
+        wait_for(lambda: _ready_condition(client, "unk-a").get("status") == "True", what="Ready")
+        time.sleep(0.5)  # the first writes are in the node informer's view
+        client.patch(path(resource="nodes", name="unk-a", subresource="status"),
+                     {"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                                                 "message": "Kubelet stopped posting node status."}]}})
+        assert _ready_condition(client, "unk-a")["status"] == "Unknown"
+        wait_for(lambda: _ready_condition(client, "unk-a").get("status") == "True", timeout=10, what="Ready again")
+        ready = _ready_condition(client, "unk-a")
+    assert ready["reason"] == "KubeletReady"
+
+
+class StuckPods(NoPods):
+    """Pods whose processes never go away (a process in D state, a bug): the drain must not wait for ever."""
+
+    def __init__(self):
+        super().__init__()
+        self.hurried = 0
+
+    def hurry(self):
+        self.hurried += 1
+
+    def wait_drained(self, timeout):
+        time.sleep(timeout)
+        return False
+
+    def max_grace_period(self):
+        return 1.0
+
+
+def test_a_drain_that_never_ends_is_forced_then_given_up_with_a_log_line(client, caplog):
+    running = Running(client, config("stuck-a", drain_patience=0.5))
+    running.pods = running.node._pods = StuckPods()
+    with running, caplog.at_level("WARNING", logger="vkcmd.kube.node"):
+        started = time.monotonic()
+        running.node.drain("Shutdown", "test")
+        elapsed = time.monotonic() - started
+        assert running.node.machine.state is NodeState.EXPIRED
+    assert elapsed < 15, elapsed  # 1 s grace + 0.5 s, then 0.5 s after forcing, on a loaded machine
+    assert running.pods.hurried == 1
+    text = caplog.text
+    assert "drain of node stuck-a not done after 2s" in text and "forcing the rest" in text
+    assert "still not done" in text and "expiring anyway" in text
+
+
+def test_cordon_keeps_the_taints_others_added(client):
+    with Running(client, config("cordon-a")) as running:
+        node = get_node(client, "cordon-a")
+        taints = node["spec"]["taints"] + [{"key": "example.com/gpu", "value": "no", "effect": "NoSchedule"}]
+        client.patch(path(resource="nodes", name="cordon-a"), {"spec": {"taints": taints}},
+                     "application/merge-patch+json")
+        running.node.drain("Shutdown", "test")
+        node = get_node(client, "cordon-a")
+    keys = [t["key"] for t in node["spec"]["taints"]]
+    assert {"virtual-kubelet.io/provider", "example.com/gpu", DRAIN_TAINT} <= set(keys), keys
+    assert keys.count(DRAIN_TAINT) == 1
+    assert node["spec"]["unschedulable"] is True
+
+
+def test_renewal_reads_the_lease_again_when_someone_else_wrote_it(client):
+    with Running(client, config("lease-b", lease_renew_interval=60.0)) as running:
+        lease = get_lease(client, "lease-b")
+        lease["spec"]["holderIdentity"] = "someone-else"
+        client.replace(path(group="coordination.k8s.io", resource="leases", namespace="kube-node-lease",
+                            name="lease-b"), lease)  # our cached copy is now stale: a conflict
+        running.node.lease.renew()
+        renewed = get_lease(client, "lease-b")
+    assert renewed["spec"]["holderIdentity"] == "lease-b"
+
+
+def test_a_node_identity_cordons_without_touching_its_taints(control_plane, tmp_path):
+    """NodeRestriction lets a node set taints when it registers, never change them: the drain is
+    spec.unschedulable alone (the scheduler's node.kubernetes.io/unschedulable taint follows from it)."""
+    kubeconfig = control_plane.write_kubeconfig(str(tmp_path / "n.kubeconfig"), "system:node:ident-a",
+                                                ["system:nodes"])
+    node_client = KubeClient.from_kubeconfig(kubeconfig)
+    admin = KubeClient.from_kubeconfig(control_plane.kubeconfig)
+    try:
+        with Running(node_client, config("ident-a", node_identity=True)) as running:
+            before = get_node(admin, "ident-a")["spec"]["taints"]
+            running.node.drain("Shutdown", "test")
+            node = get_node(admin, "ident-a")
+        assert node["spec"]["unschedulable"] is True
+        assert DRAIN_TAINT not in [t["key"] for t in node["spec"].get("taints") or []]
+        assert {"key": "virtual-kubelet.io/provider", "value": "mock", "effect": "NoSchedule"} in before
+        assert "kubernetes.io/role" not in node["metadata"]["labels"]
+        with Running(node_client, config("ident-a", node_identity=True)) as running:  # adoption
+            assert running.node.machine.state is NodeState.READY
+            adopted = get_node(admin, "ident-a")
+        assert not adopted["spec"].get("unschedulable")
+    finally:
+        node_client.close()
+        admin.close()

@@ -101,9 +101,9 @@ def test_a_pod_runs_to_succeeded_and_its_status_is_published(provider):
 
 
 def test_an_unexpected_error_fails_the_sync_not_the_node_and_is_retried(provider, monkeypatch):
-    import vkcmd.provider.manager as manager_module
+    import vkcmd.provider.launch as launch_module
 
-    monkeypatch.setattr(manager_module, "CONFIG_RETRY", 0.2)
+    monkeypatch.setattr(launch_module, "CONFIG_RETRY", 0.2)
     resolver = FlakyResolver([{"apiVersion": "v1", "kind": "ConfigMap",
                                "metadata": {"name": "conf", "namespace": "default"}, "data": {"k": "v"}}])
     manager, sink = provider(resolver)

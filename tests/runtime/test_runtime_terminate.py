@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import time
+
+import pytest
 
 from vkcmd.runtime import COMPLETED, ERROR
 
@@ -196,9 +200,10 @@ def test_nothing_spins_after_a_run_ended_within_its_grace(rt):
     rt.rt.terminate("p/c", 0.3)
     assert rt.exit().exit_code == 0
     time.sleep(0.5)                                       # past the grace deadline
-    cpu = time.process_time()
-    time.sleep(0.5)
-    assert time.process_time() - cpu < 0.1                # the scanner sleeps (scans every 0.1 s)
+    before = rt.rt.scans
+    time.sleep(1.0)
+    # the scanner sleeps between its periodic scans (every 0.1 s: about 10 here; a spin, thousands)
+    assert rt.rt.scans - before <= 30
 
 
 def test_terminate_right_after_launch_reaches_the_command(rt):
@@ -212,3 +217,48 @@ def test_terminate_right_after_launch_reaches_the_command(rt):
         assert report.key == key
         assert time.monotonic() - t0 < 5, "the TERM was lost; the run waited for the grace period"
         assert report.exit_code == 143
+
+
+# Drops its environment (no VKCMD_RUN marker), leaves the session, and its parent exits at once:
+# nothing but parentage through the monitor (a child subreaper) ties the sleep to its run.
+ENV_I_ESCAPE = "env -i setsid sh -c 'sleep 1000 & echo $! > escaped'; "
+
+
+def read_ppid(pid: int) -> int:
+    data = open(f"/proc/{pid}/stat", "rb").read()
+    return int(data[data.rindex(b")") + 2:].split()[1])
+
+
+def _reap_escapee(path) -> int | None:
+    """Kill (the test must not leak) and return the escapee's pid if it is still alive."""
+    pid = int(path.read_text()) if path.exists() and path.read_text().strip() else None
+    if pid is not None and live(pid):
+        os.kill(pid, signal.SIGKILL)
+        return pid
+    return None
+
+
+@pytest.mark.parametrize("ending", ["terminate", "command exits"])
+def test_env_i_setsid_orphan_made_before_any_scan_dies_with_its_run(runtimes, ending):
+    h = runtimes(scan_interval=60.0)     # no periodic scan between the escape and the end
+    escaped = h.cdir("p_c") / "escaped"
+    tail = "echo ready; exec sleep 1000" if ending == "terminate" else "while [ ! -s escaped ]; do :; done"
+    h.sh("p/c", ENV_I_ESCAPE + tail)
+    try:
+        deadline = time.monotonic() + 5
+        while not (escaped.exists() and escaped.read_text().strip()):
+            assert time.monotonic() < deadline, "the escapee did not start"
+            time.sleep(0.01)
+        escapee = int(escaped.read_text())
+        if ending == "terminate":
+            assert os.getsid(escapee) != h.launched[-1].pid and read_ppid(escapee) != 1
+            done = queue.Queue()
+            h.rt.terminate("p/c", 0.3, done.put)
+            assert done.get(timeout=10) == "p/c"
+        assert h.exit().exit_code in (0, 143)
+        deadline = time.monotonic() + 3
+        while live(escapee) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        survivor = _reap_escapee(escaped)
+    assert survivor is None, f"the escapee {survivor} outlived its run"

@@ -185,3 +185,16 @@ def test_squeue_time_left_format(text, seconds):
     from vkcmd.slurm import parse_time_left
 
     assert parse_time_left(text) == seconds
+
+
+def test_a_bootstrap_kubeconfig_lets_kubeconfig_not_exist_yet(base_env, kubeconfig, tmp_path):
+    future = tmp_path / "later" / "node.kubeconfig"
+    settings = config.load([], {**base_env, "KUBECONFIG": str(future), "VK_BOOTSTRAP_KUBECONFIG": kubeconfig})
+    assert settings.kubeconfig == str(future) and settings.bootstrap_kubeconfig == kubeconfig
+    with pytest.raises(config.ConfigError, match="expected the path of an existing file"):
+        config.load([], {**base_env, "KUBECONFIG": str(future)})
+
+
+def test_a_bootstrap_kubeconfig_needs_kubeconfig_to_say_where_to_write(tmp_path, kubeconfig):
+    with pytest.raises(config.ConfigError, match="expected KUBECONFIG with VK_BOOTSTRAP_KUBECONFIG"):
+        config.load(["--bootstrap-kubeconfig", kubeconfig], {"HOME": str(tmp_path)})

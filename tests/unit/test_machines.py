@@ -56,3 +56,37 @@ def test_a_running_container_cannot_be_restaged_without_exiting():
 def test_diagrams_render():
     assert "Registering --> Ready: registered" in to_mermaid(NODE)
     assert "Exited --> Staging: restart" in to_mermaid(CONTAINER)
+
+
+from vkcmd.machines import POD, POD_DONE, POD_GONE, POD_RUNNING, PodEvent as PE, PodState as PS  # noqa: E402
+
+
+@pytest.mark.parametrize("events, final", [
+    ([PE.COMPLETE], PS.ENDED),  # every container done by restartPolicy
+    ([PE.END, PE.STOPPED], PS.ENDED),  # a deadline or a drain
+    ([PE.END, PE.CLEAN], PS.CLEANED),  # deleted while running
+    ([PE.COMPLETE, PE.END, PE.CLEAN], PS.CLEANED),  # deleted after it succeeded
+    ([PE.END, PE.STOPPED, PE.END, PE.VANISH], PS.REMOVED),  # drained, then gone from the API
+])
+def test_pod_paths(events, final):
+    pod = POD.new("ns/p")
+    assert pod.state in POD_RUNNING
+    for event in events:
+        pod.fire(event)
+    assert pod.state is final and pod.state in POD_DONE
+    assert pod.is_final is (final in POD_GONE)
+
+
+@pytest.mark.parametrize("events, illegal", [
+    ([], PE.STOPPED),  # only an ending stops
+    ([], PE.CLEAN),  # nothing is cleaned while it may still run
+    ([PE.COMPLETE], PE.COMPLETE),
+    ([PE.END], PE.COMPLETE),  # an ending pod does not complete on its own
+    ([PE.END, PE.CLEAN], PE.END),  # nothing leaves Cleaned
+])
+def test_pod_illegal_moves(events, illegal):
+    pod = POD.new("ns/p")
+    for event in events:
+        pod.fire(event)
+    with pytest.raises(IllegalTransition):
+        pod.fire(illegal)

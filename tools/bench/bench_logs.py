@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from vkcmd.runtime.logindex import RECORD, LogIndexer, index_name  # noqa: E402
-from vkcmd.runtime.logs import LogOptions, stream_logs  # noqa: E402
+from vkcmd.containerlogs import LogIndexer, LogOptions, stream_logs  # noqa: E402
+from vkcmd.containerlogs.indexfile import RECORD, index_name  # noqa: E402
 
 WRITER = r"""
 import os, sys, time

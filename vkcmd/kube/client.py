@@ -81,6 +81,7 @@ class KubeClient:
         self._api = api_client
         self._observer = observer
         self._timeout = timeout
+        self._retired: list[kubernetes.client.ApiClient] = []
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None, *, observer: RequestObserver | None = None,
@@ -104,8 +105,38 @@ class KubeClient:
     def configuration(self) -> kubernetes.client.Configuration:
         return self._api.configuration
 
+    def reload(self, kubeconfig: str) -> None:
+        """Use the credentials ``kubeconfig`` names now (a renewed certificate), without a restart.
+
+        Requests from now on use new connections; those in flight (watches)
+        finish on the old ones, closed at :meth:`close`.
+        """
+        pool = self._api.configuration.connection_pool_maxsize
+        fresh = KubeClient.from_kubeconfig(kubeconfig, pool_size=pool)
+        self._retired.append(self._api)
+        self._api = fresh._api
+
     def close(self) -> None:
+        for retired in self._retired:
+            retired.close()
         self._api.close()
+
+    def certificate_identity(self) -> tuple[str, list[str]] | None:
+        """(user, groups) of the client certificate — its CN and Os — or None when it has none."""
+        cert_file = self.configuration.cert_file
+        if not cert_file:
+            return None
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        try:
+            with open(cert_file, "rb") as handle:
+                subject = x509.load_pem_x509_certificate(handle.read()).subject
+        except (OSError, ValueError):
+            return None
+        names = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        groups = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        return (str(names[0]) if names else "", [str(g) for g in groups])
 
     # --- plain requests -----------------------------------------------------------
 

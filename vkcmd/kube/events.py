@@ -1,4 +1,4 @@
-"""Events on pods, posted as the kubelet posts them, repeats aggregated.
+"""Events on pods (and the node), posted as the kubelet posts them, repeats aggregated.
 
 Callers never wait for the API: events are queued and one thread posts them.
 A repeat of the same (object, type, reason, message) bumps ``count`` and
@@ -71,7 +71,8 @@ class EventRecorder:
     def _post(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
               container: str | None, when: float) -> None:
         meta = pod.get("metadata") or {}
-        namespace = meta.get("namespace", "default")
+        kind = pod.get("kind") or "Pod"
+        namespace = meta.get("namespace", "default")  # (a Node's events go to "default", as the kubelet's)
         key = (meta.get("uid"), container, event_type, reason, message)
         stamp = rfc3339(when)
         known = self._posted.get(key)
@@ -85,8 +86,9 @@ class EventRecorder:
             except ApiError as error:
                 if not error.not_found:
                     raise
-        involved = {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": meta.get("name"),
-                    "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}
+        involved = {"kind": kind, "apiVersion": "v1", "name": meta.get("name"), "uid": meta.get("uid")}
+        if kind == "Pod":
+            involved.update(namespace=namespace, resourceVersion=meta.get("resourceVersion"))
         if container:
             involved["fieldPath"] = f"spec.containers{{{container}}}"
         body = {

@@ -8,11 +8,11 @@ never GET per object. One named thread per informer, not per object.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from vkcmd.backoff import Backoff
 from vkcmd.kube.client import ApiError, KubeClient
 
 log = logging.getLogger("vkcmd.kube.informer")
@@ -88,22 +88,22 @@ class Informer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        delay = self._backoff[0]
+        backoff = Backoff(*self._backoff, jitter=0.4)
         while not self._stop.is_set():
             try:
                 version = self._relist()
-                delay = self._backoff[0]
+                backoff.reset()
                 self._follow(version)
             except ApiError as error:
                 if self._stop.is_set():
                     break
-                log.warning("informer %s: %s; retrying in %.1fs", self.name, error, delay)
-                self._stop.wait(delay * (0.8 + 0.4 * random.random()))
-                delay = min(delay * 2, self._backoff[1])
+                wait = backoff.next()
+                log.warning("informer %s: %s; retrying in %.1fs", self.name, error, wait)
+                self._stop.wait(wait)
             except Exception:
-                log.exception("informer %s failed; retrying in %.1fs", self.name, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._backoff[1])
+                wait = backoff.next()
+                log.exception("informer %s failed; retrying in %.1fs", self.name, wait)
+                self._stop.wait(wait)
 
     def _relist(self) -> str:
         answer = self._client.get(self._path, **self._selectors)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from vkcmd.backoff import PerKey
 from vkcmd.kube.client import MERGE_PATCH, ApiError, KubeClient, path
 from vkcmd.kube.events import EventRecorder
 from vkcmd.kube.informer import ADDED, DELETED, MODIFIED, SYNCED, Informer
@@ -39,12 +40,22 @@ class Provider(Protocol):
     def max_grace_period(self) -> float: ...
 
 
+class References(Protocol):
+    """Who reads what the node's pods reference (``kube.objects.ClusterObjects``): told of each pod first."""
+
+    def add_pod(self, pod: dict[str, Any]) -> None: ...
+    def remove_pod(self, pod: dict[str, Any]) -> None: ...
+    def retain(self, uids: list[str]) -> None: ...
+
+
 class PodController:
     """Joins the API and the provider; the provider's ``PodSink``."""
 
     def __init__(self, client: KubeClient, node_name: str, events: EventRecorder, *, writers: int = 2,
-                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> None:
+                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                 references: References | None = None) -> None:
         self._client = client
+        self._references = references
         self._events = events
         self._provider: Provider | None = None
         self._writers = writers
@@ -57,7 +68,7 @@ class PodController:
         self._written: dict[str, dict[str, Any]] = {}
         self._written_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._failures: dict[str, int] = {}  # uid -> consecutive failed status writes
+        self._failures = PerKey(1.0, STATUS_RETRY_MAX)  # uid -> failed writes in a row (status and delete workers)
         self._hurried = threading.Event()
         self._stopped_since: float | None = None
         self.status_writes = 0
@@ -81,14 +92,22 @@ class PodController:
     # --- from the API -----------------------------------------------------------------------
 
     def _on_pod(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        refs = self._references
         if event in (ADDED, MODIFIED) and new is not None:
+            if refs is not None:
+                refs.add_pod(new)  # its ConfigMaps, Secrets are fetched while the provider gets to it
             self._provider.upsert(new)
         elif event == DELETED and old is not None:
             with self._written_lock:
                 self._written.pop(old["metadata"].get("uid"), None)
             self._provider.remove(old)
+            if refs is not None:
+                refs.remove_pod(old)
         elif event == SYNCED:
-            self._provider.resync([p["metadata"]["uid"] for p in self.informer.list()])
+            uids = [p["metadata"]["uid"] for p in self.informer.list()]
+            if refs is not None:
+                refs.retain(uids)
+            self._provider.resync(uids)
 
     # --- PodSink ------------------------------------------------------------------------------
 
@@ -121,7 +140,7 @@ class PodController:
                 log.warning("could not delete pod %s/%s: %s", meta["namespace"], meta["name"], error)
         with self._written_lock:
             self._to_delete.pop(uid, None)
-        self._failures.pop(uid, None)
+        self._failures.succeeded(uid)
 
     def event(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
               container: str | None = None) -> None:
@@ -154,9 +173,9 @@ class PodController:
                 log.warning("status of pod %s/%s not written: %s; retrying in %.0fs", meta["namespace"],
                             meta["name"], error, delay)
             return False
-        self._failures.pop(uid, None)
-        self.status_writes += 1
+        self._failures.succeeded(uid)
         with self._written_lock:
+            self.status_writes += 1
             self._written[uid] = status
         if self._on_written is not None:
             self._on_written(meta, status)
@@ -164,9 +183,7 @@ class PodController:
 
     def _retry_later(self, uid: str, queue: WorkQueue) -> tuple[int, float]:
         """Back off (1 s doubling to STATUS_RETRY_MAX) before the next attempt for ``uid``."""
-        failures = self._failures.get(uid, 0) + 1
-        self._failures[uid] = failures
-        delay = min(STATUS_RETRY_MAX, 0.5 * 2 ** failures)
+        failures, delay = self._failures.failed(uid)
         queue.add_after(uid, delay)
         return failures, delay
 
@@ -207,7 +224,7 @@ class PodController:
                     return True
                 if self._hurried.is_set() or time.monotonic() - self._stopped_since > FINAL_STATUS_PATIENCE:
                     log.warning("giving up on writing the final status of %d pod(s): the API does not take "
-                                "them", len([u for u in self._failures]))
+                                "them", len(self._failures))
                     return True
             time.sleep(0.05)
         return False

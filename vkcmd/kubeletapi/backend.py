@@ -73,7 +73,7 @@ class Unavailable(ApiError):
 
 @dataclass(frozen=True)
 class LogOptions:
-    """What a ``/containerLogs`` request asks for (field names match ``vkcmd.runtime.logs.LogOptions``).
+    """What a ``/containerLogs`` request asks for (field names match ``vkcmd.containerlogs.LogOptions``).
 
     ``since_time_ns`` is absolute (``sinceSeconds`` is turned into it when the
     request is parsed); ``None`` fields mean "not limited".

@@ -18,8 +18,10 @@ UNSUPPORTED_VOLUME = "UnsupportedVolume"
 BAD_PATH = "BadPath"                    # a path escapes its directory, collides, or is refused
 SCRIPT = "ScriptSelection"              # image names a script volume, but which file is unclear
 INVALID_SPEC = "InvalidSpec"            # anything else the spec asks that cannot be done
+NOT_YET = "NotYet"                      # the resolver is still fetching it: not a fault, the pod just waits
 
-RETRYABLE_CAUSES = frozenset({NOT_FOUND, KEY_NOT_FOUND, INVALID_DATA, TOKEN_FAILED, HOST_PATH_TYPE})
+RETRYABLE_CAUSES = frozenset({NOT_FOUND, KEY_NOT_FOUND, INVALID_DATA, TOKEN_FAILED, HOST_PATH_TYPE, NOT_YET})
+CONTAINER_CREATING = "ContainerCreating"
 
 
 class ConfigError(Exception):
@@ -50,6 +52,12 @@ class ConfigError(Exception):
 def config_error(message: str, cause: str = INVALID_SPEC) -> ConfigError:
     """A :class:`ConfigError` with the ``CreateContainerConfigError`` reason."""
     return ConfigError(CREATE_CONTAINER_CONFIG_ERROR, message, cause=cause)
+
+
+def not_yet(message: str) -> ConfigError:
+    """The resolver has asked for it in the background: the container waits ``ContainerCreating``
+    (no Failed event) and is staged again when the resolver reports the object changed."""
+    return ConfigError(CONTAINER_CREATING, message, cause=NOT_YET)
 
 
 class WorkspaceError(ValueError):

@@ -18,7 +18,9 @@ class Resolver(Protocol):
     """What staging needs from the cluster. Objects are plain JSON dicts as the API returns them.
 
     Each method may be called from several stager threads at once and must not
-    block for long (caches, not per-call GETs, except the token request).
+    block on the network: what is not at hand yet is asked for in the background
+    and the method raises :func:`vkcmd.pods.errors.not_yet` (the container waits
+    and is retried when the resolver reports the object changed).
     """
 
     def config_map(self, namespace: str, name: str) -> dict | None:

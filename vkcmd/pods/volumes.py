@@ -248,6 +248,10 @@ class _Builder:
         try:
             token = self.ctx.resolver.service_account_token(self.ctx.namespace, account, audiences,
                                                             int(expiration), self.ctx.pod)
+        except errors.ConfigError as exc:
+            if exc.cause != errors.NOT_YET:
+                raise _fail(self.volume, f"failed to fetch token: {exc}", errors.TOKEN_FAILED) from None
+            raise  # asked for in the background: the container waits until it comes
         except Exception as exc:  # the resolver's failure, whatever it is, keeps the container waiting
             raise _fail(self.volume, f"failed to fetch token: {exc}", errors.TOKEN_FAILED) from None
         self.add(source.get("path", ""), token.encode(), 0o600, "token", secret=True)

@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from vkcmd.machines import ContainerEvent as CE, ContainerState as CS
-from vkcmd.pods import ConfigError, Resolver, Workspace, stage_container
-from vkcmd.pods.podstatus import Termination, pod_status
-from vkcmd.pods.restart import crashes_after_run, restart_delay, should_restart
-from vkcmd.provider.probing import ProbeMixin
-from vkcmd.provider.records import ContainerRecord, Ending, PodRecord, grace_period, new_record
-from vkcmd.runtime import ExitReport, LaunchError, LaunchSpec, Recovered, Runtime
+from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE, PodState as PS
+from vkcmd.pods import Resolver, Workspace
+from vkcmd.pods.errors import CONTAINER_CREATING
+from vkcmd.pods.podstatus import pod_status
+from vkcmd.provider import decide
+from vkcmd.provider.launch import Launcher, LogWatcher
+from vkcmd.provider.probing import ProbeItem, Prober
+from vkcmd.provider.records import PodRecord, grace_period, new_record
+from vkcmd.runtime import ExitReport, Recovered, Runtime
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
 from vkcmd.workqueue import WorkQueue, run_workers
@@ -34,10 +36,8 @@ from vkcmd.workqueue import WorkQueue, run_workers
 log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
-CONFIG_RETRY = 10.0  # seconds between retries of a container waiting on a config error
+WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
-DEADLINE_REASON = "DeadlineExceeded"
-DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
 class PodSink(Protocol):
@@ -63,14 +63,7 @@ class ProviderMetrics(Protocol):
     def observe_pod_start(self, seconds: float) -> None: ...
 
 
-class LogWatcher(Protocol):
-    def watch(self, container_dir: str) -> None: ...
-    def unwatch(self, container_dir: str) -> None: ...
-    def rotate(self, container_dir: str) -> None: ...
-    def notify(self, container_dir: str) -> None: ...
-
-
-class PodManager(ProbeMixin):
+class PodManager:
     """Drives every pod bound to this node. Construct, :meth:`start`, feed, :meth:`stop`."""
 
     def __init__(self, runtime: Runtime, workspace: Workspace, resolver: Resolver, sink: PodSink, *,
@@ -84,14 +77,10 @@ class PodManager(ProbeMixin):
         self._resolver = resolver
         self._sink = sink
         self._pod_ip = pod_ip
-        self._home = home
-        self._base_env = dict(base_env)
-        self._backoff = (backoff_initial, backoff_max)
         self._logs = logs
         self._clock = clock
         self._observers = list(observers)
         self._workers = workers
-        self._probes = probes
         self._metrics = metrics
         self._lock = threading.Lock()
         self._records: dict[str, PodRecord] = {}
@@ -99,6 +88,11 @@ class PodManager(ProbeMixin):
         self._queue = WorkQueue("pods")
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
+        self._launcher = Launcher(runtime, workspace, resolver, sink, home=home, base_env=base_env,
+                                  backoff=(backoff_initial, backoff_max), logs=logs, metrics=metrics, clock=clock,
+                                  wake=self._queue.add_after, stopped=self._stopped)
+        self._prober = Prober(probes, post=self._post_probe, wake=self._queue.add_after, event=sink.event,
+                              terminate=lambda key, grace: runtime.terminate(key, grace), clock=clock)
 
     # --- life ------------------------------------------------------------------------------
 
@@ -160,7 +154,7 @@ class PodManager(ProbeMixin):
         with self._lock:
             waiting = [r.uid for r in self._records.values()
                        if (not namespace or r.namespace == namespace)
-                       and any(c.waiting_reason == "CreateContainerConfigError" for c in r.containers())]
+                       and any(c.waiting_reason in WAITS_ON_OBJECTS for c in r.containers())]
         for uid in waiting:
             self._queue.add(uid)
 
@@ -172,6 +166,15 @@ class PodManager(ProbeMixin):
             if record is None:
                 return
             record.exits.append(report)
+        self._queue.add(uid)
+
+    def _post_probe(self, uid: str, item: ProbeItem) -> None:
+        """From a probe thread: a probe finished (never blocks)."""
+        with self._lock:
+            record = self._records.get(uid)
+            if record is None:
+                return
+            record.probe_results.append(item)
         self._queue.add(uid)
 
     # --- output ---------------------------------------------------------------------------
@@ -205,7 +208,7 @@ class PodManager(ProbeMixin):
             found = record.container(container) if record else None
         return found.key if found else None
 
-    # --- drain ----------------------------------------------------------------------------
+    # --- drain (from the node's drain thread: input only, applied by the pod's worker) ------
 
     def max_grace_period(self) -> float:
         with self._lock:
@@ -214,30 +217,25 @@ class PodManager(ProbeMixin):
     def end_all(self, reason: str, message: str, fast: bool) -> None:
         """Terminate every pod (grace unless ``fast``); each ends Failed with ``reason``."""
         with self._lock:
-            records = list(self._records.values())
+            records = [r for r in self._records.values() if r.state in POD_RUNNING or r.state is PS.ENDING]
+            for record in records:
+                record.drain = (reason, message, fast)
         for record in records:
-            with self._lock:
-                if record.finished and record.ending is None:
-                    continue  # already terminal (Succeeded/Failed): a drain does not rewrite history
-                if record.ending is None or not record.ending.delete:
-                    record.ending = Ending(reason, message, 0.0 if fast else grace_period(record.pod), "Failed",
-                                           delete=False)
             self._queue.add(record.uid)
 
     def hurry(self) -> None:
-        """Shorten every grace period in progress to nothing."""
+        """Shorten every grace period in progress (or asked for) to nothing."""
         with self._lock:
-            records = [r for r in self._records.values() if r.ending is not None]
+            records = [r for r in self._records.values() if r.state is PS.ENDING or r.drain is not None]
             for record in records:
-                record.ending.grace = 0.0
-                record.ending.signalled.clear()
+                record.hurry = True
         for record in records:
             self._queue.add(record.uid)
 
     def all_stopped(self) -> bool:
-        """True when no pod has a live process or a pending ending."""
+        """True when no pod has a live process, an ending in progress or a drain not yet applied."""
         with self._lock:
-            return all(not r.live() and (r.ending is None or r.finished or r.cleaned)
+            return all(not r.live() and r.state is not PS.ENDING and (r.drain is None or r.done)
                        for r in self._records.values())
 
     # --- the sync ---------------------------------------------------------------------------
@@ -250,7 +248,8 @@ class PodManager(ProbeMixin):
             log.exception("syncing pod %s failed; retrying in %.0fs", uid, SYNC_RETRY)
             with self._lock:
                 record = self._records.get(uid)
-            if record is not None and not record.removed:
+                removed = record is None or record.removed
+            if not removed:
                 self._sink.event(record.pod, WARNING, "FailedSync", f"error syncing pod: {error}")
             self._queue.add_after(uid, SYNC_RETRY)
 
@@ -261,251 +260,103 @@ class PodManager(ProbeMixin):
                 return
             exits, record.exits = record.exits, []
             results, record.probe_results = record.probe_results, []
-            pod = record.pod
-        self._adopt(record)
+            drain, record.drain = record.drain, None
+            hurry, record.hurry = record.hurry, False
+            pod, removed = record.pod, record.removed
+        self._launcher.adopt(record, self._take_recovered)
         now = self._clock()
         for report in exits:
-            self._apply_exit(record, report, now)
-        for key, run_id, kind, result in results:
-            self._apply_probe(record, key, run_id, kind, result)
-        self._check_ending(record, pod, now)
-        if record.ending is not None:
+            self._launcher.apply_exit(record, report, now)
+        for item in results:
+            self._prober.apply(record, item)
+        self._check_ending(record, pod, removed, drain, hurry, now)
+        if record.state is PS.ENDING:
             self._end(record, now)
-        elif not record.finished:
+        elif record.state in POD_RUNNING:
             self._advance(record, now)
-            self._run_probes(record, now)
+            self._prober.run_due(record, now)
         self._publish(record, now)
 
-    def _adopt(self, record: PodRecord) -> None:
-        """First sync after a restart of vkcmd: take over the runs found on disk."""
-        for container in record.containers():
-            if container.state is not CS.PENDING:
-                continue
-            with self._lock:
-                found = self._recovered.pop(container.key, None)
-            if found is None:
-                continue
-            previous = _api_container_status(record.pod, container.name)
-            container.restart_count = int(previous.get("restartCount") or 0)
-            container.container_dir = found.info.container_dir if found.info else None
-            if found.info is not None:
-                container.run_id = found.info.run_id
-                container.started_at = found.info.started_at
-                container.container_id = f"vkcmd://{found.info.pgid}"
-            if found.running:
-                container.machine.fire(CE.ADOPT, reason="running before the restart of vkcmd")
-                container.reset_probes(self._clock())
-                container.ready = container.ready or bool(previous.get("ready"))
-                if self._logs and container.container_dir:
-                    self._logs.watch(container.container_dir)
-            else:
-                container.machine.fire(CE.RECOVER_EXIT, reason="ended while vkcmd was down")
-                self._record_termination(record, container, found.exit, self._clock(), recovered=True)
+    def _take_recovered(self, key: str) -> Recovered | None:
+        with self._lock:
+            return self._recovered.pop(key, None)
 
-    def _apply_exit(self, record: PodRecord, report: ExitReport, now: float) -> None:
-        container = record.by_key(report.key)
-        if container is None or report.run_id != container.run_id or container.state is not CS.RUNNING:
+    def _check_ending(self, record: PodRecord, pod: dict[str, Any], removed: bool,
+                      drain: tuple[str, str, bool] | None, hurry: bool, now: float) -> None:
+        """Start ending the pod when it is deleted, removed, past its deadline, or drained."""
+        check = decide.check_ending(pod, removed=removed, current=record.ending, active=record.state in POD_RUNNING,
+                                    start_time=record.start_time, now=now)
+        ending = check.ending
+        if drain is not None and (record.state in POD_RUNNING or record.state is PS.ENDING):
+            ending = decide.drain_ending(pod, ending, *drain) or ending
+        if hurry and ending is not None and record.state is not PS.ENDED:
+            ending = decide.hurried(ending)
+        if check.deadline_hit and ending is check.ending:
+            self._sink.event(pod, NORMAL, decide.DEADLINE_REASON, decide.DEADLINE_MESSAGE)
+        if check.deadline_in is not None:
+            self._queue.add_after(record.uid, check.deadline_in)
+        if ending is record.ending:
             return
-        container.machine.fire(CE.EXITED, reason=f"{report.reason} ({report.exit_code})")
-        if self._metrics is not None:
-            self._metrics.container_exited(report.reason)
-        if self._logs is not None and container.container_dir:
-            self._logs.notify(container.container_dir)  # a follower of its logs ends now, not at its next poll
-        self._record_termination(record, container, report, now)
-
-    def _record_termination(self, record: PodRecord, container: ContainerRecord, report: ExitReport | None,
-                            now: float, recovered: bool = False) -> None:
-        if report is None:
-            return
-        started = report.started_at or container.started_at
-        container.termination = Termination(
-            exit_code=report.exit_code, reason=report.reason, started_at=started,
-            finished_at=report.finished_at or now, message=report.message, signal=report.signal,
-            container_id=container.container_id)
-        container.started_at = None
-        if record.ending is not None or self._stopped.is_set():
-            container.restarting = False
-            return
-        policy = (record.pod.get("spec") or {}).get("restartPolicy", "Always")
-        if container.init:
-            again = report.exit_code != 0 and policy != "Never"
-            if report.exit_code != 0 and policy == "Never":
-                record.init_failed = True
-        else:
-            again = should_restart(policy, report.exit_code)
-        container.restarting = again
-        if not again:
-            return
-        ran = (report.finished_at or now) - (started or now)
-        container.crashes = crashes_after_run(container.crashes, ran)
-        delay = restart_delay(container.crashes, *self._backoff)
-        container.restart_at = now + delay
-        if delay > 0:
-            container.waiting_reason = "CrashLoopBackOff"
-            container.waiting_message = (f"back-off {_duration(delay)} restarting failed container="
-                                         f"{container.name} pod={record.name}_{record.namespace}({record.uid})")
-            self._sink.event(record.pod, WARNING, "BackOff", "Back-off restarting failed container "
-                             f"{container.name} in pod {record.name}_{record.namespace}({record.uid})",
-                             container.name)
-            self._queue.add_after(record.uid, delay)
-
-    def _check_ending(self, record: PodRecord, pod: dict[str, Any], now: float) -> None:
-        """Start ending the pod when it is deleted, removed, or past its deadline."""
-        meta, spec = pod["metadata"], pod.get("spec") or {}
-        deleting = bool(meta.get("deletionTimestamp")) or record.removed
-        if deleting and (record.ending is None or not record.ending.delete):
-            grace = grace_period(pod)
-            if not record.removed:
-                grace = float(meta.get("deletionGracePeriodSeconds", grace))
-            previous = record.ending
-            record.ending = Ending(previous.reason if previous else "", previous.message if previous else "",
-                                   min(grace, previous.grace) if previous else grace,
-                                   previous.phase if previous else None, delete=True)
-            return
-        if deleting:
-            grace = float(meta.get("deletionGracePeriodSeconds", record.ending.grace))
-            if grace < record.ending.grace:
-                record.ending.grace = grace
-                record.ending.signalled.clear()
-            return
-        deadline = spec.get("activeDeadlineSeconds")
-        if record.ending is None and deadline is not None and not record.deadline_done and not record.finished:
-            remaining = record.start_time + float(deadline) - now
-            if remaining <= 0:
-                record.deadline_done = True
-                record.ending = Ending(DEADLINE_REASON, DEADLINE_MESSAGE, grace_period(pod), "Failed", delete=False)
-                self._sink.event(pod, NORMAL, DEADLINE_REASON, DEADLINE_MESSAGE)
-            else:
-                self._queue.add_after(record.uid, remaining)
+        record.ending = ending
+        if record.state is not PS.ENDING:
+            record.machine.fire(PE.END, reason=ending.reason or ("removed" if removed else "deleted"))
 
     def _end(self, record: PodRecord, now: float) -> None:
         ending = record.ending
+        plan = decide.end_plan(list(record.containers()), ending)
+        for container in plan.abandon:
+            container.machine.fire(CE.ABANDON, reason=ending.reason or "pod deleted")
         for container in record.containers():
-            if container.state in (CS.PENDING, CS.STAGING):
-                container.machine.fire(CE.ABANDON, reason=ending.reason or "pod deleted")
+            if container.state is CS.EXITED:
                 container.restarting = False
-            elif container.state is CS.EXITED:
-                container.restarting = False
-            elif container.key not in ending.signalled:
-                ending.signalled.add(container.key)
-                if ending.grace > 0:
-                    self._sink.event(record.pod, NORMAL, "Killing", f"Stopping container {container.name}",
-                                     container.name)
-                self._runtime.terminate(container.key, ending.grace,
-                                        on_done=lambda _key, uid=record.uid: self._queue.add(uid))
-        if record.live():
+        for container in plan.terminate:
+            ending.signalled.add(container.key)
+            if ending.grace > 0:
+                self._sink.event(record.pod, NORMAL, "Killing", f"Stopping container {container.name}",
+                                 container.name)
+            self._runtime.terminate(container.key, ending.grace,
+                                    on_done=lambda _key, uid=record.uid: self._queue.add(uid))
+        if not plan.settled:
             return
-        if ending.delete and not record.cleaned:
-            record.cleaned = record.finished = True
-            self._publish(record, now)  # the terminated statuses, written before the pod goes
-            for container in record.containers():
-                self._runtime.forget(container.key)
-                if self._logs and container.container_dir:
-                    self._logs.unwatch(container.container_dir)
-            try:
-                self._workspace.remove_pod(record.namespace, record.name)
-            except Exception:
-                log.exception("could not remove the workspace of pod %s", record.key)
-            if hasattr(self._resolver, "forget_pod"):
-                self._resolver.forget_pod(record.uid)
-            if not record.removed:
-                with self._lock:
-                    final = record.status
-                self._sink.pod_gone(record.pod, final)
-            with self._lock:
-                self._records.pop(record.uid, None)
-        elif not ending.delete:
-            record.finished = True
+        if not ending.delete:
+            record.machine.fire(PE.STOPPED, reason=ending.reason)
+            return
+        self._publish(record, now)  # the terminated statuses, written before the pod goes
+        with self._lock:
+            removed = record.removed
+        record.machine.fire(PE.VANISH if removed else PE.CLEAN, reason="no process left")
+        for container in record.containers():
+            self._runtime.forget(container.key)
+            if self._logs and container.container_dir:
+                self._logs.unwatch(container.container_dir)
+        try:
+            self._workspace.remove_pod(record.namespace, record.name)
+        except Exception:
+            log.exception("could not remove the workspace of pod %s", record.key)
+        if hasattr(self._resolver, "forget_pod"):
+            self._resolver.forget_pod(record.uid)
+        with self._lock:
+            final = record.status
+            self._records.pop(record.uid, None)
+        if not removed:
+            self._sink.pod_gone(record.pod, final)
 
     def _advance(self, record: PodRecord, now: float) -> None:
         """Start whatever should run now: init containers in order, then the app containers."""
-        if record.init_failed:
-            record.finished = True
-            return
-        for container in record.init:
-            if container.succeeded():
-                continue
-            if container.state is CS.RUNNING:
-                return
-            self._start_if_due(record, container, now)
-            return
-        for container in record.app:
-            self._start_if_due(record, container, now)
-        policy = (record.pod.get("spec") or {}).get("restartPolicy", "Always")
-        if all(c.state is CS.EXITED and not c.restarting for c in record.app) and policy != "Always":
-            record.finished = True
-
-    def _start_if_due(self, record: PodRecord, container: ContainerRecord, now: float) -> None:
-        if container.state is CS.RUNNING or container.state is CS.STAGING:
-            return
-        if container.state is CS.EXITED:
-            if not container.restarting:
-                return
-            if container.restart_at is not None and now < container.restart_at:
-                self._queue.add_after(record.uid, container.restart_at - now)
-                return
-            container.machine.fire(CE.RESTART, reason=f"restartPolicy, after {container.crashes} end(s)")
-        else:
-            container.machine.fire(CE.STAGE)
-        self._stage_and_launch(record, container, now)
-
-    def _stage_and_launch(self, record: PodRecord, container: ContainerRecord, now: float) -> None:
-        try:
-            staged = stage_container(record.pod, container.spec, self._workspace, self._resolver,
-                                     home=self._home, base_env=self._base_env)
-        except ConfigError as error:
-            self._wait_and_retry(record, container, error.reason, error.message)
-            return
-        except Exception as error:  # an unexpected failure (a cache, the disk): the container waits, retried
-            log.exception("staging %s failed", container.machine.id)
-            self._wait_and_retry(record, container, "CreateContainerError", str(error))
-            return
-        for event in staged.events:
-            self._sink.event(record.pod, WARNING, event.reason, event.message, container.name)
-        container.container_dir = staged.container_dir
-        container.image_id = staged.image_id
-        if self._logs is not None and container.termination is not None:
-            self._logs.rotate(staged.container_dir)  # the run before becomes "previous"
-        spec = LaunchSpec(key=container.key, argv=staged.argv, env=staged.env, cwd=staged.cwd,
-                          container_dir=staged.container_dir, memory_limit_bytes=staged.memory_limit_bytes,
-                          cpu_limit_cores=staged.cpu_limit_cores)
-        try:
-            info = self._runtime.launch(spec)
-        except LaunchError as error:
-            container.machine.fire(CE.START_FAILED, reason=str(error))
-            self._sink.event(record.pod, WARNING, "Failed", f"Error: {error}", container.name)
-            self._record_termination(record, container, ExitReport(container.key, "", 128, None, now,
-                                                                   "StartError", now, str(error)), now)
-            return
-        if self._metrics is not None:
-            self._metrics.container_started("Restarted" if container.termination is not None else "Started")
-        if container.termination is not None:
-            container.restart_count += 1
-            container.last_termination = container.termination
-        container.termination = None
-        container.restarting = False
-        container.run_id = info.run_id
-        container.started_at = info.started_at
-        container.container_id = f"vkcmd://{info.pgid}"
-        container.env, container.cwd = staged.env, staged.cwd
-        container.reset_probes(info.started_at)
-        container.waiting_reason, container.waiting_message = "ContainerCreating", ""
-        container.machine.fire(CE.STARTED, reason=f"pgid {info.pgid}")
-        if self._logs is not None:
-            self._logs.watch(staged.container_dir)
-        self._sink.event(record.pod, NORMAL, "Created", f"Created container {container.name}", container.name)
-        self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
-
-    def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str) -> None:
-        """Staging failed: the container waits with ``reason`` and is staged again later."""
-        container.machine.fire(CE.CONFIG_ERROR, reason=message)
-        container.waiting_reason, container.waiting_message = reason, message
-        self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
-        self._queue.add_after(record.uid, CONFIG_RETRY)
+        policy = decide.restart_policy(record.pod)
+        plan = decide.start_plan(record.init, record.app, policy, record.init_failed, now)
+        for container in plan.start:
+            self._launcher.start(record, container, now)
+        if plan.wake_in is not None:
+            self._queue.add_after(record.uid, plan.wake_in)
+        if plan.complete or (plan.start and decide.app_done(record.app, policy)):
+            record.machine.fire(PE.COMPLETE, reason="init container failed" if record.init_failed
+                                else f"every container done (restartPolicy {policy})")
 
     def _publish(self, record: PodRecord, now: float) -> None:
-        if record.removed:
-            return
+        with self._lock:
+            if record.removed:
+                return
         ending = record.ending
         phase = reason = message = None
         if ending is not None and ending.phase and not record.live():
@@ -551,16 +402,3 @@ class PodManager(ProbeMixin):
                 self._workspace.remove_pod(parts[0], parts[1])
             except Exception:
                 log.exception("could not remove the workspace %s/%s", parts[0], parts[1])
-
-
-def _api_container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
-    status = pod.get("status") or {}
-    for entry in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        if entry.get("name") == name:
-            return entry
-    return {}
-
-
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest}s" if minutes else f"{rest}s"

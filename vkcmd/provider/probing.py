@@ -3,30 +3,49 @@
 The kubelet's prober semantics: initial delay, period, timeout, success and failure
 thresholds; startup gates liveness and readiness; readiness drives the container's
 ready flag; liveness and startup failures end the run (restartPolicy decides what
-follows). Probes run on the runtime's shared pool; results come back as pod work.
+follows). Probes run on the runtime's shared pool; results come back as pod input.
+It knows the records it is given; the queue, sink and runtime are passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from vkcmd.machines import ContainerState as CS
+from vkcmd.machines import CONTAINER_LIVE
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period
-from vkcmd.runtime.probes import ProbeResult
+from vkcmd.runtime.probes import ProbeResult, ProbeRunner
 
 NORMAL, WARNING = "Normal", "Warning"
+LABELS = {"startup": "Startup", "liveness": "Liveness", "readiness": "Readiness"}
+
+ProbeItem = tuple[str, "str | None", str, ProbeResult]  # (runtime key, run id, kind, result)
 
 
-class ProbeMixin:
-    """The probe part of ``PodManager`` (uses its queue, records, sink, runtime and clock)."""
+class Prober:
+    """The probes of every pod, owned by the manager and called on the pod's worker.
 
-    def _run_probes(self, record: PodRecord, now: float) -> None:
+    ``post(uid, item)`` hands a finished probe's result back as pod input (from a probe
+    thread; must not block); ``wake(uid, delay)`` asks for a sync of the pod later.
+    """
+
+    def __init__(self, runner: ProbeRunner | None, *, post: Callable[[str, ProbeItem], None],
+                 wake: Callable[[str, float], None], event: Callable[..., None],
+                 terminate: Callable[[str, float], None], clock: Callable[[], float]) -> None:
+        self._runner = runner
+        self._post = post
+        self._wake = wake
+        self._event = event
+        self._terminate = terminate
+        self._clock = clock
+
+    def run_due(self, record: PodRecord, now: float) -> None:
         """Start the probes that are due; come back when the next one is."""
-        if self._probes is None:
+        if self._runner is None:
             return
         soonest = None
         for container in record.containers():
-            if container.state is not CS.RUNNING or not container.probes:
+            if container.state not in CONTAINER_LIVE or not container.probes:
                 continue
             for kind, state in container.probes.items():
                 if kind != "startup" and not container.started_ok:
@@ -35,34 +54,32 @@ class ProbeMixin:
                     continue
                 spec = container.probe_spec(kind) or {}
                 if not state.in_flight and now >= state.next_at:
-                    self._start_probe(record, container, kind, spec)
+                    self._start(record, container, kind, spec)
                     state.in_flight = True
                     state.next_at = now + float(spec.get("periodSeconds") or 10)
                 soonest = state.next_at if soonest is None else min(soonest, state.next_at)
         if soonest is not None:
-            self._queue.add_after(record.uid, max(0.0, soonest - now))
+            self._wake(record.uid, max(0.0, soonest - now))
 
-    def _start_probe(self, record: PodRecord, container: ContainerRecord, kind: str, spec: dict[str, Any]) -> None:
+    def _start(self, record: PodRecord, container: ContainerRecord, kind: str, spec: dict[str, Any]) -> None:
         command = (spec.get("exec") or {}).get("command")
         uid, key, run_id = record.uid, container.key, container.run_id
 
         def done(result: ProbeResult) -> None:
-            with self._lock:
-                target = self._records.get(uid)
-                if target is not None:
-                    target.probe_results.append((key, run_id, kind, result))
-            self._queue.add(uid)
+            self._post(uid, (key, run_id, kind, result))
 
         if not command:
             done(ProbeResult(True, "only exec probes run on vkcmd nodes; this probe is taken as passing"))
             return
         env = {**container.env, "VKCMD_RUN": run_id or ""}
-        self._probes.submit(command, env, container.cwd or "/", float(spec.get("timeoutSeconds") or 1), done)
+        self._runner.submit(command, env, container.cwd or "/", float(spec.get("timeoutSeconds") or 1), done)
 
-    def _apply_probe(self, record: PodRecord, key: str, run_id: str | None, kind: str,
-                     result: ProbeResult) -> None:
+    def apply(self, record: PodRecord, item: ProbeItem) -> None:
+        """Count one result: thresholds flip readiness and startup; liveness and startup failures
+        end the run (restartPolicy decides what follows)."""
+        key, run_id, kind, result = item
         container = record.by_key(key)
-        if container is None or container.run_id != run_id or container.state is not CS.RUNNING:
+        if container is None or container.run_id != run_id or container.state not in CONTAINER_LIVE:
             return
         state = container.probes.get(kind)
         if state is None:
@@ -81,16 +98,15 @@ class ProbeMixin:
                         other.next_at = max(other.next_at, now)
             return
         state.failures, state.successes = state.failures + 1, 0
-        label = {"startup": "Startup", "liveness": "Liveness", "readiness": "Readiness"}[kind]
-        self._sink.event(record.pod, WARNING, "Unhealthy", f"{label} probe failed: {result.output.strip()}",
-                         container.name)
+        self._event(record.pod, WARNING, "Unhealthy", f"{LABELS[kind]} probe failed: {result.output.strip()}",
+                    container.name)
         if state.failures < int(spec.get("failureThreshold") or 3):
             return
         if kind == "readiness":
             container.ready = False
             return
         state.failures = 0
-        self._sink.event(record.pod, NORMAL, "Killing",
-                         f"Container {container.name} failed {kind} probe, will be restarted", container.name)
+        self._event(record.pod, NORMAL, "Killing",
+                    f"Container {container.name} failed {kind} probe, will be restarted", container.name)
         grace = spec.get("terminationGracePeriodSeconds")
-        self._runtime.terminate(container.key, float(grace) if grace is not None else grace_period(record.pod))
+        self._terminate(container.key, float(grace) if grace is not None else grace_period(record.pod))

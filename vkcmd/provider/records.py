@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsm import Machine
-from vkcmd.machines import CONTAINER, ContainerState
+from vkcmd.machines import CONTAINER, CONTAINER_LIVE, POD, POD_DONE, ContainerState, PodState
 from vkcmd.pods.podstatus import ContainerView, Termination
 
 
@@ -102,23 +102,38 @@ class Ending:
 
 @dataclass
 class PodRecord:
-    """One pod bound to this node, as the provider drives it."""
+    """One pod bound to this node, as the provider drives it.
+
+    ``machine`` (the pod machine) and ``ending`` (the details of Ending, kept once Ended for
+    the final phase) change only on the pod's worker. Other threads hand input in through
+    the pending fields below, under the manager's lock; the worker takes them at its sync.
+    """
 
     uid: str
     pod: dict[str, Any]
     start_time: float
     init: list[ContainerRecord]
     app: list[ContainerRecord]
+    machine: Machine
     ending: Ending | None = None
-    removed: bool = False  # gone from the API: nothing more is written there
     init_failed: bool = False
-    deadline_done: bool = False
+    status: dict[str, Any] | None = None
+    start_observed: bool = False  # pod start latency recorded
+    # pending input, under the manager's lock
+    removed: bool = False  # gone from the API: nothing more is written there (set once, never cleared)
     exits: list[Any] = field(default_factory=list)  # ExitReports not yet applied
     probe_results: list[Any] = field(default_factory=list)  # (key, run_id, kind, ProbeResult) not yet applied
-    status: dict[str, Any] | None = None
-    finished: bool = False  # nothing more will run (terminal phase, or ended by a drain)
-    cleaned: bool = False  # deleted: runs forgotten, workspace removed, API object deletion asked
-    start_observed: bool = False  # pod start latency recorded
+    drain: tuple[str, str, bool] | None = None  # (reason, message, fast) of a node drain not yet applied
+    hurry: bool = False  # a drain asked to cut every grace period short
+
+    @property
+    def state(self) -> PodState:
+        return self.machine.state
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will run (a terminal phase, or ended by a deadline or drain)."""
+        return self.state in POD_DONE
 
     @property
     def namespace(self) -> str:
@@ -143,7 +158,7 @@ class PodRecord:
         return next((c for c in self.containers() if c.key == key), None)
 
     def live(self) -> list[ContainerRecord]:
-        return [c for c in self.containers() if c.state is ContainerState.RUNNING]
+        return [c for c in self.containers() if c.state in CONTAINER_LIVE]
 
 
 def grace_period(pod: dict[str, Any]) -> float:
@@ -153,7 +168,7 @@ def grace_period(pod: dict[str, Any]) -> float:
 
 
 def new_record(pod: dict[str, Any], now: float, observers: Iterable[Callable]) -> PodRecord:
-    """A record with one machine per container, all Pending."""
+    """A record with an Active pod machine and one machine per container, all Pending."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
     uid = meta["uid"]
 
@@ -166,4 +181,5 @@ def new_record(pod: dict[str, Any], now: float, observers: Iterable[Callable]) -
         uid=uid, pod=pod, start_time=now,
         init=[make(c, True) for c in spec.get("initContainers") or []],
         app=[make(c, False) for c in spec.get("containers") or []],
+        machine=POD.new(f"{meta['namespace']}/{meta['name']}", observers=observers),
     )

@@ -3,8 +3,9 @@
 Owns: spawning a run through the ``monitor.sh`` session leader (``spawn``), learning of exits from
 pidfds (``reaper``), telling which processes belong to which run, escaped ones included
 (``tracker``), usage (``usage``), the on-disk records that let a restarted vkcmd re-adopt its runs
-(``state``), and container log files (``logs``, ``logindex``). Knows runs by opaque keys: nothing of
-pods, Kubernetes or HTTP (tests/unit/test_layers.py keeps it so).
+(``state``), and safe writes into directories a run can write (``safefs``). Container logs are
+``vkcmd.containerlogs``. Knows runs by opaque keys: nothing of pods, Kubernetes or HTTP
+(tests/unit/test_layers.py keeps it so).
 
 Public API: ``Runtime``, ``LaunchSpec``, ``RunInfo``, ``ExitReport``, ``Recovered``, ``Usage``,
 ``NodeUsage``, ``LaunchError`` and the exit reasons.

@@ -1,5 +1,5 @@
 # vkcmd run monitor: the session leader of one container run (POSIX sh; tested with dash and bash).
-# usage: sh monitor.sh EXIT_FILE CWD NOFILE ARGV...
+# usage: sh monitor.sh EXIT_FILE CWD NOFILE ARGV...   (exec'd by a stub that made it a child subreaper)
 # Runs ARGV (never a builtin: `exec` in a subshell) in the foreground with the fds it was given,
 # outlives HUP/INT/QUIT/TERM/USR1/USR2 (the command is in the same process group and gets its own
 # copy of a group signal; a caught signal is reset to default in the command), records the exit
@@ -31,4 +31,24 @@ exec 3>&2 2>/dev/null
   exec "$@" 2>&3 3>&- )
 _vkcmd_st=$?
 printf '%s\n' "$_vkcmd_st" >"$_vkcmd_exit"
+# This process is a child subreaper (vkcmd's stub set it before exec'ing this script): whatever the
+# run orphaned - double forks, setsid, env -i - was re-parented to it, so all that is left of the
+# run now is our children and their descendants. Kill them before we exit, round after round (a
+# killed child's own children become ours in turn), until only zombies are left; otherwise they
+# would be re-parented out of the run, to init. Builtins only (no fork): read, kill, test.
+_vkcmd_kids=/proc/$$/task/$$/children
+_vkcmd_n=0
+while [ "$_vkcmd_n" -lt 1000 ] && [ -r "$_vkcmd_kids" ]; do
+    _vkcmd_list=
+    read -r _vkcmd_list <"$_vkcmd_kids" || :
+    _vkcmd_live=
+    for _vkcmd_p in $_vkcmd_list; do
+        _vkcmd_s=
+        read -r _vkcmd_s <"/proc/$_vkcmd_p/stat" || :
+        case ${_vkcmd_s##*) } in Z*|'') ;; *) _vkcmd_live="$_vkcmd_live $_vkcmd_p" ;; esac
+    done
+    [ -n "$_vkcmd_live" ] || break
+    kill -KILL $_vkcmd_live
+    _vkcmd_n=$((_vkcmd_n + 1))
+done
 exit "$_vkcmd_st"

@@ -8,8 +8,9 @@ grace, SIGSTOP everything, SIGKILL everything), memory limits and leftover clean
 someone asks for usage, the full usage scan (as the kubelet's cAdvisor housekeeping does), so that
 ``usage()`` answers from the latest snapshot instead of scanning on the caller's thread.
 
-It knows runs by opaque keys; nothing here knows of pods, Kubernetes or HTTP. The scanner's work
-is in ``process_scan``, recovery after a restart in ``process_recover`` (both parts of ``Runtime``).
+It knows runs by opaque keys; nothing here knows of pods, Kubernetes or HTTP. The runs are in one
+``RunTable`` (``process_run``), which the Runtime shares with the two parts it is composed of: the
+``Scanner`` (``process_scan``) and the ``Recoverer`` (``process_recover``).
 """
 
 from __future__ import annotations
@@ -24,23 +25,23 @@ from collections.abc import Callable
 
 from vkcmd.logs import fields
 from vkcmd.runtime import reaper as rp
-from vkcmd.runtime.process_recover import Recovered, Recovery
-from vkcmd.runtime.process_run import Run
-from vkcmd.runtime.process_scan import ScanLoop, _killpg
+from vkcmd.runtime.process_recover import Recovered, Recoverer, record_exit, report_of_exit_file
+from vkcmd.runtime.process_run import Run, RunTable
+from vkcmd.runtime.process_scan import Scanner, _killpg
 from vkcmd.runtime.process_stat import boot_id, read_stat
 from vkcmd.runtime.reaper import ExitReport, Reaper
 from vkcmd.runtime.spawn import (LaunchError, LaunchSpec, RunInfo, Spawner, cloexec_inherited_fds,
                                  raise_nofile)
 from vkcmd.runtime.state import RunRecord, StateStore
-from vkcmd.runtime.tracker import Snapshot, Tracker
-from vkcmd.runtime.usage import NodeUsage, Usage, memory_of, node_usage
+from vkcmd.runtime.tracker import Tracker
+from vkcmd.runtime.usage import NodeUsage, Usage, node_usage
 
 __all__ = ["Runtime", "Recovered"]
 
 log = logging.getLogger(__name__)
 
 
-class Runtime(Recovery, ScanLoop):
+class Runtime:
     """Runs, watches and ends container processes. See docs/architecture.md (Runtime).
 
     ``on_exit(ExitReport)`` is called from the reaper thread, after the exit is on disk; it must
@@ -64,55 +65,52 @@ class Runtime(Recovery, ScanLoop):
         self._store = StateStore(state_dir)
         self._on_exit = on_exit
         self._clock = clock
-        self._interval = scan_interval
         self._shell = shell
         self._tracker = Tracker(proc)
         self._reaper = Reaper(self._leader_exited)
         self._spawner: Spawner | None = None
-        self._boot_id = ""
-        self._instance = ""
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._by_key: dict[str, Run] = {}
-        self._by_id: dict[str, Run] = {}
-        self._by_pid: dict[int, Run] = {}
-        self._deadlines: list[tuple[float, str]] = []
-        self._orphan_done: list[tuple[str, Callable[[str], None]]] = []
-        self._sweep = False
-        self._next_scan = 0.0
-        self._usage_interval = usage_interval
-        self._usage_linger = usage_linger
-        # older than this, usage() scans itself (the scanner is late, or was not asked to measure)
-        self._usage_stale = max(2 * usage_interval, usage_interval + 2 * scan_interval)
-        self._usage: dict[str, tuple[str, Usage]] = {}   # key -> (run id, usage) of the last full scan
-        self._usage_at = float("-inf")                   # time.monotonic() of that scan
-        self._usage_wanted_until = float("-inf")         # measure in the background until then
-        self._scanner: threading.Thread | None = None
-        self._stopping = False
+        self._instance = self._boot_id = ""
+        self._table = RunTable()
+        self._scanner = Scanner(self._table, self._tracker, self._store, interval=scan_interval,
+                                usage_interval=usage_interval, usage_linger=usage_linger)
+        self._recoverer = Recoverer(self._table, self._store, self._scanner, self._reaper, clock)
+        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        assert self._scanner is None, "Runtime.start() called twice"
+        assert self._thread is None, "Runtime.start() called twice"
         self._instance = self._store.create()
         self._boot_id = boot_id(self._tracker.proc)
+        self._recoverer.instance, self._recoverer.boot_id = self._instance, self._boot_id
         cloexec_inherited_fds()
         self._spawner = Spawner(self._shell, child_nofile=raise_nofile())
         self._reaper.start()
-        self._scanner = threading.Thread(target=self._scan_loop, name="vkcmd-runtime-scan", daemon=True)
-        self._scanner.start()
+        self._thread = threading.Thread(target=self._scanner.run, name="vkcmd-runtime-scan", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Join the threads. Runs keep running; their state stays on disk for ``recover()``."""
-        if self._scanner is None:
+        if self._thread is None:
             return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        with self._table.cond:
+            self._table.stopping = True
+            self._table.cond.notify_all()
         self._reaper.stop(timeout)
-        self._scanner.join(timeout)
+        self._thread.join(timeout)
         self._tracker.forget_all()
-        self._scanner = None
+        self._thread = None
+
+    def recover(self) -> list[Recovered]:
+        """Re-adopt the runs recorded in the state dir (after a restart of vkcmd; call after
+        ``start()``). One ``Recovered`` per key (its newest run), sorted by key: a run whose leader
+        still lives with the recorded start time (and boot) is adopted and its exit will come
+        through ``on_exit``; any other ended while vkcmd was down and carries the exit its monitor
+        recorded (``ContainerStatusUnknown``, 137, when none was). What ended runs left behind, and
+        runs of this state dir that were never recorded, are killed. Idempotent: a second call
+        adopts nothing twice and returns the same runs (ended ones stay until ``forget``)."""
+        self._require_started()
+        return self._recoverer.recover()
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -125,12 +123,13 @@ class Runtime(Recovery, ScanLoop):
         record = RunRecord(spec.key, run_id, os.path.abspath(spec.container_dir), self._clock(),
                            spec.memory_limit_bytes, boot_id=self._boot_id)
         run = Run(spec.key, run_id, record, spec.memory_limit_bytes)
-        with self._lock:
-            previous = self._by_key.get(spec.key)
+        table = self._table
+        with table.lock:
+            previous = table.by_key.get(spec.key)
             if previous is not None and (previous.leader_alive or previous.starting):
                 raise LaunchError(f"{spec.key}: already running (run {previous.run_id})")
-            self._by_key[spec.key] = run
-            self._by_id[run_id] = run
+            table.by_key[spec.key] = run
+            table.by_id[run_id] = run
         try:
             pid = self._spawner.spawn(spec, run_id, str(self._store.exit_path(run_id)))
         except Exception:
@@ -138,6 +137,7 @@ class Runtime(Recovery, ScanLoop):
             raise
         # Should vkcmd die before the record below is written, recover() kills this run: its run id
         # carries our instance id, and nobody was told that it started.
+        self._tracker.claim(pid)          # a scan may have judged it before its exec: judge it again
         try:
             stat = read_stat(pid, self._tracker.proc)
             pidfd = os.pidfd_open(pid)                   # our child: its pid stays ours until reaped
@@ -153,14 +153,14 @@ class Runtime(Recovery, ScanLoop):
                 pass
             self._drop_failed(run, previous)
             raise LaunchError(f"{spec.key}: started but could not be watched: {err}") from err
-        with self._cond:
+        with table.lock:
             run.info, run.pid, run.child = info, pid, True
             run.starting, run.leader_alive = False, True
-            self._by_pid[pid] = run
+            table.by_pid[pid] = run
             if previous is not None:
                 previous.current = False
             if run.term_pending or run.kill_deadline is not None:
-                self._cond.notify_all()
+                table.cond.notify_all()
         self._reaper.watch(pid, pidfd)
         log.debug("run started", extra=fields(key=spec.key, run=run_id, pid=pid))
         return info
@@ -172,18 +172,18 @@ class Runtime(Recovery, ScanLoop):
         is left (at once for an unknown key). A second call with a shorter grace shortens the wait;
         grace 0 stops and kills at once. The exit is reported through ``on_exit`` as usual."""
         now = time.monotonic()
-        with self._cond:
-            run = self._by_key.get(key)
+        table = self._table
+        with table.lock:
+            run = table.by_key.get(key)
             if run is None:
                 if on_done is not None:
-                    self._orphan_done.append((key, on_done))
+                    table.orphan_done.append((key, on_done))
             else:
                 if on_done is not None:
                     run.done_cbs.append(on_done)
                 if run.leader_alive or run.starting:
-                    self._set_deadline(run, now + max(grace_seconds, 0.0), term=grace_seconds > 0)
-            self._sweep = True
-            self._cond.notify_all()
+                    table.set_deadline(run, now + max(grace_seconds, 0.0), term=grace_seconds > 0)
+            table.wake()
 
     def kill_now(self, key: str) -> None:
         """SIGSTOP and SIGKILL everything of ``key``'s run now (terminate with grace 0)."""
@@ -192,90 +192,59 @@ class Runtime(Recovery, ScanLoop):
     def forget(self, key: str) -> None:
         """Drop ``key``: its state files go once nothing of its run is left. A run still running is
         killed first, and its exit is not reported."""
-        with self._cond:
-            run = self._by_key.pop(key, None)
+        table = self._table
+        with table.lock:
+            run = table.by_key.pop(key, None)
             if run is None:
                 return
             run.current = False
             if run.leader_alive or run.starting:
                 run.silent = True
-                self._set_deadline(run, time.monotonic(), term=False)
-            self._sweep = True
-            self._cond.notify_all()
+                table.set_deadline(run, time.monotonic(), term=False)
+            table.wake()
 
     def runs(self) -> dict[str, RunInfo]:
         """The runs whose leader lives, by key."""
-        with self._lock:
-            return {k: r.info for k, r in self._by_key.items() if r.leader_alive and r.info}
+        with self._table.lock:
+            return {k: r.info for k, r in self._table.by_key.items() if r.leader_alive and r.info}
 
     def processes(self, key: str) -> list[int]:
         """The pids of every process of ``key``'s run now (a fresh scan), sorted."""
-        with self._lock:
-            run = self._by_key.get(key)
+        with self._table.lock:
+            run = self._table.by_key.get(key)
         if run is None:
             return []
-        return self._scan(stat_runs={run.run_id}).pids(run.run_id)
+        return self._scanner.scan(stat_runs={run.run_id}).pids(run.run_id)
 
     def usage(self) -> dict[str, Usage]:
         """Usage of every running run, by key, from the scanner's latest snapshot (each ``Usage``
         carries the wall time of its scan); a scan on the caller's thread only when there is no
         recent one. Keeps the scanner measuring for the next ``usage_linger`` seconds."""
-        now = time.monotonic()
-        with self._lock:
-            self._usage_wanted_until = now + self._usage_linger
-            if now - self._usage_at <= self._usage_stale:
-                return self._current_usage()
-        return self.refresh()
+        fresh = self._scanner.wanted_usage()
+        return fresh if fresh is not None else self.refresh()
 
     def refresh(self) -> dict[str, Usage]:
         """Scan now and return every running run's usage."""
-        self._measure(self._scan(full=True))
-        with self._lock:
-            return self._current_usage()
+        return self._scanner.measure(self._scanner.scan(full=True))
+
+    @property
+    def scans(self) -> int:
+        """Scans of the process table (of any kind), since start."""
+        return self._tracker.scans
 
     @property
     def full_scans(self) -> int:
         """Scans that measured every run (in the background or by ``refresh``), since start."""
         return self._tracker.full_scans
 
-    def _measure(self, snap: Snapshot) -> None:
-        """Keep a full scan's usage of every running run as the latest snapshot."""
-        with self._lock:
-            if snap.taken_at < self._usage_at:
-                return                                   # a newer one is kept already
-            usage = {}
-            for run in self._by_key.values():
-                members = snap.members.get(run.run_id)
-                if not run.leader_alive or not members or run.info is None:
-                    continue
-                rss, ws = memory_of(members)
-                usage[run.key] = (run.run_id, Usage(run.cpu.value, rss, ws, len(members),
-                                                    run.info.started_at, snap.wall))
-            self._usage, self._usage_at = usage, snap.taken_at
-
-    def _current_usage(self) -> dict[str, Usage]:
-        """(lock held) The snapshot's usage of the runs that are still the current, living ones."""
-        by_key = self._by_key
-        out = {}
-        for key, (run_id, usage) in self._usage.items():
-            run = by_key.get(key)
-            if run is not None and run.run_id == run_id and run.leader_alive:
-                out[key] = usage
-        return out
-
-    def _usage_due(self, now: float) -> bool:
-        """(lock held) Should this periodic scan measure usage? While wanted, every ``usage_interval``
-        (a periodic scan less than half a scan interval early counts as on time)."""
-        return (now < self._usage_wanted_until
-                and now - self._usage_at >= self._usage_interval - self._interval / 2)
-
     def node_usage(self) -> NodeUsage:
         return node_usage()
     # -- exits (reaper thread) -----------------------------------------------------------------
 
     def _leader_exited(self, pid: int) -> None:
-        with self._lock:
-            run = self._by_pid.pop(pid, None)
+        table = self._table
+        with table.lock:
+            run = table.by_pid.pop(pid, None)
         if run is None:
             log.warning("exit of an unknown leader", extra=fields(pid=pid))
             return
@@ -293,7 +262,7 @@ class Runtime(Recovery, ScanLoop):
         elif recorded is not None:
             # The monitor's exit file already holds all of it (recover() reads it the same way):
             # nothing more to write before telling anyone.
-            report = self._report_of_exit_file(run, *recorded)
+            report = report_of_exit_file(run, *recorded)
         elif status is not None:
             code = rp.exit_code_of(status)
             message = (f"the run's monitor was killed by signal {os.WTERMSIG(status)}"
@@ -306,16 +275,15 @@ class Runtime(Recovery, ScanLoop):
         if recorded is not None and run.kill_reason is None:
             run.exit = report
         else:
-            self._record_exit(run, report)               # on disk before anyone hears of it
+            record_exit(self._store, run, report)        # on disk before anyone hears of it
         code, reason = report.exit_code, report.reason
-        with self._cond:
+        with table.lock:
             run.leader_alive = False
             run.term_pending, run.kill_deadline = False, None     # nothing left to time
             if cpu:
                 run.cpu.add_final(cpu)
             if run.done_cbs or not run.current:
-                self._sweep = True
-                self._cond.notify_all()
+                table.wake()
         log.debug("run exited", extra=fields(key=run.key, run=run.run_id, exit_code=code, reason=reason))
         if not run.silent:
             try:
@@ -323,15 +291,9 @@ class Runtime(Recovery, ScanLoop):
             except Exception:
                 log.exception("on_exit failed for %s", run.key)
     def _drop_failed(self, run: Run, previous: Run | None) -> None:
-        with self._lock:
-            self._by_id.pop(run.run_id, None)
-            if self._by_key.get(run.key) is run:
-                if previous is not None:
-                    self._by_key[run.key] = previous
-                else:
-                    del self._by_key[run.key]
+        self._table.forget_failed(run, previous)
         self._store.remove(run.run_id)
 
     def _require_started(self) -> None:
-        if self._scanner is None:
+        if self._thread is None:
             raise RuntimeError("Runtime.start() first")

@@ -1,11 +1,11 @@
-"""The scanner thread: part of ``Runtime`` (a mixin over its tables).
+"""The scanner: the thread that scans the process table for all runs, and the usage snapshot.
 
 One scan of the process table per interval for all runs, plus scans on demand. It sends the
 SIGTERM of a termination, runs the grace timers (one heap, one condition: no thread per run), stops
 and kills whatever is left (SIGSTOP every process, re-scan until no new one appears, SIGKILL all),
 enforces memory limits, kills what an ended run left behind, and calls the done callbacks. While
 someone asks for usage, a periodic scan reads every member once per usage interval and keeps the
-result as the usage snapshot.
+result as the usage snapshot. Works on the ``RunTable`` it is given; knows nothing of spawning.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import os
 import signal
 import time
 
+from collections.abc import Collection
+
 from vkcmd.logs import fields
 from vkcmd.runtime import reaper as rp
-from vkcmd.runtime.process_run import Run
-from vkcmd.runtime.tracker import Snapshot
-from vkcmd.runtime.usage import memory_of
+from vkcmd.runtime.process_run import Run, RunTable
+from vkcmd.runtime.state import StateStore
+from vkcmd.runtime.tracker import Snapshot, Tracker
+from vkcmd.runtime.usage import Usage, memory_of
 
 log = logging.getLogger(__name__)
 
@@ -32,66 +35,115 @@ _DONE_RECHECK = 0.05
 _MAX_FAST_SWEEPS = 40
 
 
-class ScanLoop:
-    """The scanner's half of ``Runtime``. Uses the Runtime's lock, condition, tables and tracker."""
+class Scanner:
+    """The scanner thread (``run``) and scans on demand (``scan``) over one ``RunTable``.
 
-    def _scan_loop(self) -> None:
+    ``interval``: seconds between periodic scans; ``usage_interval``: how often a periodic scan
+    measures every run while usage was asked in the last ``usage_linger`` seconds.
+    """
+
+    def __init__(self, table: RunTable, tracker: Tracker, store: StateStore, *, interval: float,
+                 usage_interval: float, usage_linger: float):
+        self.table = table
+        self.tracker = tracker
+        self.store = store
+        self.interval = interval
+        self._next_scan = 0.0
+        self._usage_interval = usage_interval
+        self._usage_linger = usage_linger
+        # older than this, usage() scans itself (the scanner is late, or was not asked to measure)
+        self._usage_stale = max(2 * usage_interval, usage_interval + 2 * interval)
+        self._usage: dict[str, tuple[str, Usage]] = {}   # key -> (run id, usage) of the last full scan
+        self._usage_at = float("-inf")                   # time.monotonic() of that scan
+        self._usage_wanted_until = float("-inf")         # measure in the background until then
+
+    def run(self) -> None:
+        """The thread's loop, until ``table.stopping``."""
+        table = self.table
         self._next_scan = time.monotonic()
         while True:
-            with self._cond:
-                while not self._stopping:
+            with table.cond:
+                while not table.stopping:
                     now = time.monotonic()
-                    wake = min(self._next_scan, self._next_deadline())
-                    if self._sweep or now >= wake:
+                    wake = min(self._next_scan, table.next_deadline())
+                    if table.sweep or now >= wake:
                         break
-                    self._cond.wait(wake - now)
-                if self._stopping:
+                    table.cond.wait(wake - now)
+                if table.stopping:
                     return
-                self._sweep = False
+                table.sweep = False
             periodic = now >= self._next_scan
             if periodic:
-                self._next_scan = now + self._interval
+                self._next_scan = now + self.interval
             try:
                 self._cycle(periodic)
             except Exception:
                 log.exception("runtime scan failed")
 
-    def _next_deadline(self) -> float:
-        heap = self._deadlines
-        while heap:
-            at, run_id = heap[0]
-            run = self._by_id.get(run_id)
-            if run is not None and run.kill_deadline == at:
-                return at
-            heapq.heappop(heap)
-        return float("inf")
+    # -- usage ---------------------------------------------------------------------------------
 
-    def _set_deadline(self, run: Run, at: float, term: bool) -> None:
-        """(lock held) Kill ``run`` at ``at`` unless it is already due earlier; SIGTERM first."""
-        if term and not run.termed:
-            run.term_pending = True
-        if run.kill_deadline is None or at < run.kill_deadline:
-            run.kill_deadline = at
-            heapq.heappush(self._deadlines, (at, run.run_id))
+    def wanted_usage(self) -> dict[str, Usage] | None:
+        """Keep measuring for the next ``usage_linger`` seconds; the latest snapshot's usage of the
+        current runs, or None when it is stale (the caller then ``scan(full=True)``s itself)."""
+        now = time.monotonic()
+        with self.table.lock:
+            self._usage_wanted_until = now + self._usage_linger
+            if now - self._usage_at <= self._usage_stale:
+                return self._current_usage()
+        return None
 
-    def _scan(self, *, full: bool = False, stat_runs=(), mem_runs=()) -> Snapshot:
+    def measure(self, snap: Snapshot) -> dict[str, Usage]:
+        """Keep a full scan's usage of every running run as the latest snapshot; return the latest."""
+        table = self.table
+        with table.lock:
+            if snap.taken_at >= self._usage_at:          # else a newer one is kept already
+                usage = {}
+                for run in table.by_key.values():
+                    members = snap.members.get(run.run_id)
+                    if not run.leader_alive or not members or run.info is None:
+                        continue
+                    rss, ws = memory_of(members)
+                    usage[run.key] = (run.run_id, Usage(run.cpu.value, rss, ws, len(members),
+                                                        run.info.started_at, snap.wall))
+                self._usage, self._usage_at = usage, snap.taken_at
+            return self._current_usage()
+
+    def _current_usage(self) -> dict[str, Usage]:
+        """(lock held) The snapshot's usage of the runs that are still the current, living ones."""
+        by_key = self.table.by_key
+        out = {}
+        for key, (run_id, usage) in self._usage.items():
+            run = by_key.get(key)
+            if run is not None and run.run_id == run_id and run.leader_alive:
+                out[key] = usage
+        return out
+
+    def _usage_due(self, now: float) -> bool:
+        """(lock held) Should this periodic scan measure usage? While wanted, every ``usage_interval``
+        (a periodic scan less than half a scan interval early counts as on time)."""
+        return (now < self._usage_wanted_until
+                and now - self._usage_at >= self._usage_interval - self.interval / 2)
+
+    # -- scans ---------------------------------------------------------------------------------
+
+    def scan(self, *, full: bool = False, stat_runs: Collection[str] = (),
+             mem_runs: Collection[str] = ()) -> Snapshot:
         """A tracker scan with the current runs, folded into the CPU accounts."""
-        with self._lock:
-            live = {r.pid: r.run_id for r in self._by_id.values() if r.leader_alive}
-            known = set(self._by_id)
-        snap = self._tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full)
-        with self._lock:
+        live, known, groups = self.table.live_sessions()
+        snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full, groups=groups)
+        with self.table.lock:
             ids = set(snap.vanished) | (set(snap.members) if full else set())
             for run_id in ids:
-                run = self._by_id.get(run_id)
+                run = self.table.by_id.get(run_id)
                 if run is not None:
                     run.cpu.update(snap.members.get(run_id, ()), snap.vanished.get(run_id, ()))
         return snap
 
     def _cycle(self, periodic: bool) -> None:
+        table = self.table
         now = time.monotonic()
-        with self._lock:
-            runs = [r for r in self._by_id.values() if not r.starting]
+        with table.lock:
+            runs = [r for r in table.by_id.values() if not r.starting]
             to_term = [r for r in runs if r.term_pending and r.leader_alive]
             mem_runs = {r.run_id for r in runs if periodic and r.memory_limit and r.leader_alive
                         and r.kill_deadline is None}
@@ -99,21 +151,23 @@ class ScanLoop:
             ending = {r.run_id for r in runs if r.term_pending or r.kill_deadline is not None
                       or r.done_cbs or not r.leader_alive}
             measure = periodic and self._usage_due(now)
-        snap = self._scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
+        if periodic:
+            self._read_pgid_files(runs)
+        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
         if measure:
-            self._measure(snap)
+            self.measure(snap)
         # A SIGTERM is held back until the run's command exists: sent while the monitor is still
         # starting it, it reaches only the monitor, or the monitor's fork in the instant after the
         # fork and before its traps are reset, and is lost there.
         held = [r for r in to_term if not _command_started(r, snap) and now - r.launched_at < _TERM_HOLD_MAX]
         to_term = [r for r in to_term if r not in held]
-        with self._lock:
+        with table.lock:
             if held:
-                self._sweep = True  # look again at once (the loop re-scans only the runs being ended)
+                table.sweep = True  # look again at once (the loop re-scans only the runs being ended)
             for r in to_term:
                 r.term_pending, r.termed = False, True
             for run_id in mem_runs:
-                r = self._by_id.get(run_id)
+                r = table.by_id.get(run_id)
                 members = snap.members.get(run_id, ())
                 _, used = memory_of(members)
                 if r is not None and r.leader_alive and used > r.memory_limit:
@@ -121,7 +175,7 @@ class ScanLoop:
                     r.kill_deadline = now
                     log.info("memory limit exceeded", extra=fields(key=r.key, run=r.run_id, used=used,
                                                                    limit=r.memory_limit))
-            to_kill = [r for r in self._by_id.values() if not r.starting and (
+            to_kill = [r for r in table.by_id.values() if not r.starting and (
                 (r.kill_deadline is not None and r.kill_deadline <= now and r.leader_alive)
                 or (not r.leader_alive and snap.members.get(r.run_id)))]
             for r in to_kill:
@@ -134,6 +188,24 @@ class ScanLoop:
         if to_kill:
             snap = self._stop_and_kill(to_kill, snap)
         self._finish(snap)
+
+    def _read_pgid_files(self, runs: list[Run]) -> None:
+        """A run's pgid file may have been rewritten to name another process group (JIRIAF scripts
+        do, for a workload started elsewhere): that group is then followed as the run's (its
+        processes of vkcmd's user; see ``Tracker.scan``). Never pgid 0 or 1, vkcmd's own group, or
+        another run's group."""
+        live = [r for r in runs if r.leader_alive and r.record.container_dir]
+        named = {r.run_id: named_pgid(r.record.container_dir) for r in live}
+        with self.table.lock:
+            leaders = self.table.by_pid
+            for r in live:
+                pgid = named[r.run_id]
+                if pgid is not None and (pgid == r.pid or pgid in leaders or pgid in (1, os.getpgrp())):
+                    pgid = None
+                if pgid != r.named_pgid and pgid is not None:
+                    log.info("following the process group its pgid file names",
+                             extra=fields(key=r.key, run=r.run_id, pgid=pgid))
+                r.named_pgid = pgid
 
     def _signal_run(self, run: Run, snap: Snapshot, sig: int) -> None:
         """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
@@ -160,7 +232,7 @@ class ScanLoop:
             for p in new:
                 _kill(p.pid, signal.SIGSTOP)
                 stopped[p.pid, p.start] = p.run_id
-            snap = self._scan(stat_runs=ids)
+            snap = self.scan(stat_runs=ids)
         else:
             log.warning("processes kept appearing while stopping runs", extra=fields(runs=",".join(ids)))
         for pid, _ in stopped:
@@ -175,13 +247,14 @@ class ScanLoop:
 
     def _finish(self, snap: Snapshot) -> None:
         """Done callbacks of runs that are gone; drop runs nobody needs any more."""
+        table = self.table
         calls = []
         now = time.monotonic()
-        with self._lock:
-            calls.extend(self._orphan_done)
-            self._orphan_done.clear()
+        with table.lock:
+            calls.extend(table.orphan_done)
+            table.orphan_done.clear()
             waiting = False
-            for run in list(self._by_id.values()):
+            for run in list(table.by_id.values()):
                 if run.starting or run.leader_alive or run.run_id not in snap.known:
                     continue
                 gone = not snap.members.get(run.run_id)
@@ -193,8 +266,8 @@ class ScanLoop:
                 calls.extend((run.key, cb) for cb in run.done_cbs)
                 run.done_cbs.clear()
                 if not run.current:
-                    del self._by_id[run.run_id]
-                    self._store.remove(run.run_id)
+                    del table.by_id[run.run_id]
+                    self.store.remove(run.run_id)
             if waiting:
                 self._next_scan = min(self._next_scan, now + _DONE_RECHECK)
         for key, cb in calls:
@@ -202,6 +275,26 @@ class ScanLoop:
                 cb(key)
             except Exception:
                 log.exception("on_done failed for %s", key)
+
+
+def named_pgid(container_dir: str) -> int | None:
+    """The process group ``<container_dir>/pgid`` names (a positive number), or None. Read, never
+    followed through a link; a file that is not a short number names nothing."""
+    try:
+        fd = os.open(os.path.join(container_dir, "pgid"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 32)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        pgid = int(text.strip())
+    except ValueError:
+        return None
+    return pgid if pgid > 0 else None
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -1,7 +1,7 @@
 """Learning of exits as they happen: one thread, one epoll over one pidfd per run leader.
 
-No polling, no ``waitpid(-1)``, no child subreaper: a pidfd becomes readable when its process ends,
-whoever its parent is, so the same path serves runs spawned by this vkcmd (reaped here, by pid) and
+No polling, no ``waitpid(-1)``, and vkcmd itself is no child subreaper (each run's leader is): a
+pidfd becomes readable when its process ends, whoever its parent is, so the same path serves runs spawned by this vkcmd (reaped here, by pid) and
 runs adopted after a restart (reaped by init; their status comes from the monitor's exit file).
 Also here: the exit report and the one function that turns a wait status into an exit code.
 """

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +24,8 @@ _VERSION = 1
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the new one."""
     path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_native_id()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    tmp = f"{path}.tmp.{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:

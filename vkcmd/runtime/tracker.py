@@ -2,11 +2,15 @@
 
 A process belongs to a run when it is in the session of a run whose leader lives, when its parent
 did (at a scan that saw both), or when its environment carries the run's ``VKCMD_RUN`` marker.
-Once attributed, a process stays its run's for life, so escaping the session (double fork, setsid)
-changes nothing. A process is judged once in its life: attributed ones are remembered by
-(pid, start time), the rest by pid until the pid leaves /proc; a zombie is no member (it is gone,
-whether or not its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most
-once per process, and only when nothing else attributed it.
+Each run's leader is a child subreaper, so an orphan of the run (double fork, setsid, env -i) is
+re-parented to the leader and attributed by parentage at any later scan. Once attributed, a
+process stays its run's for life, so escaping the session changes nothing. A process is judged
+once in its life: attributed ones are remembered by (pid, start time), the rest by pid until the
+pid leaves /proc - except vkcmd's own children, never taken as foreign for good (a leader may be
+seen between posix_spawn's clone and its exec, before it carries its marker; ``claim`` drops any
+verdict about a leader once it is registered). A zombie is no member (it is gone, whether or not
+its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most once
+per process, and only when nothing else attributed it.
 
 Cost: a scan lists /proc and reads the stat file of new pids only. Members' statistics are read
 only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
@@ -19,6 +23,7 @@ kept so, beyond it members are read with open/read/close.
 
 from __future__ import annotations
 
+import collections
 import os
 import resource
 import threading
@@ -72,24 +77,33 @@ class Tracker:
         self._members: dict[int, Proc] = {}
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
+        self._claimed: collections.deque[int] = collections.deque()   # see claim()
+        self._foreign_pgrp: dict[int, int] = {}      # foreign pid -> its process group when judged
+        self._groups: dict[int, str] = {}            # the named groups of the last scan
+        self._uid = os.geteuid()
         self._fd_share = fd_share
         self._fd_budget: int | None = None           # fds the tracker may keep open (set at the first scan)
         self._fds = 0                                # fds kept open now
         self._self = os.getpid()
+        self.scans = 0                               # scans of /proc, of any kind
         self.full_scans = 0                          # scans that read every member (``full``)
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
              stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
-             full: bool = False) -> Snapshot:
+             full: bool = False, groups: Mapping[int, str] | None = None) -> Snapshot:
         """One pass over /proc. ``live_sids``: session id -> run id of runs whose leader lives
         (their session cannot be reused while the leader lives). ``known``: every run id whose
         processes are wanted (live and ended ones). Reads stat of the members of ``stat_runs``,
-        statm of the members of ``mem_runs``, both for every member when ``full``."""
+        statm of the members of ``mem_runs``, both for every member when ``full``. ``groups``:
+        process group -> run id of groups a run named as its own (a rewritten pgid file): their
+        processes of vkcmd's user that no run holds yet become that run's."""
+        groups = groups or {}
         with self._lock:
             if self._fd_budget is None:
                 soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
                 soft = soft if soft != resource.RLIM_INFINITY else 1 << 20
                 self._fd_budget = max(0, int((soft - _FD_RESERVE) * self._fd_share))
+            self.scans += 1
             if full:
                 self.full_scans += 1
             snap = Snapshot(time.monotonic(), time.time(), known=known)
@@ -103,13 +117,34 @@ class Tracker:
             for pid in self._foreign.keys() - current:
                 del self._foreign[pid]
                 self._marked.pop(pid, None)
+                self._foreign_pgrp.pop(pid, None)
+            self._apply_claims()
             new = current - self._members.keys() - self._foreign.keys()
             new.discard(self._self)
-            self._admit(new, live_sids, known)
+            self._admit(new, live_sids, known, groups)
+            self._apply_claims()
+            if groups.keys() - self._groups:
+                self._adopt_groups(groups, known)
+            self._groups = dict(groups)
             if self._marked:
                 self._promote(known)
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
             return snap
+
+    def claim(self, pid: int) -> None:
+        """``pid`` is a leader vkcmd just spawned: forget any verdict a scan reached about it before
+        it was registered (it is judged again, as a member, at the next scan). Never waits for a
+        scan in progress (a deque is safe to append to from any thread): applied at the start and
+        the end of every scan."""
+        self._claimed.append(pid)
+
+    def _apply_claims(self) -> None:
+        """(lock held)"""
+        while self._claimed:
+            pid = self._claimed.popleft()
+            self._foreign.pop(pid, None)
+            self._marked.pop(pid, None)
+            self._foreign_pgrp.pop(pid, None)
 
     def markers(self, prefix: str) -> set[str]:
         """The markers starting with ``prefix`` of live processes that belong to no known run (as of
@@ -129,10 +164,13 @@ class Tracker:
             self._members.clear()
             self._foreign.clear()
             self._marked.clear()
+            self._foreign_pgrp.clear()
+            self._groups.clear()
 
     # -- internals -------------------------------------------------------------------------
 
-    def _admit(self, new: set[int], live_sids: Mapping[int, str], known: Collection[str]) -> None:
+    def _admit(self, new: set[int], live_sids: Mapping[int, str], known: Collection[str],
+               groups: Mapping[int, str]) -> None:
         stats: dict[int, Stat] = {}
         for pid in new:
             st = read_stat(pid, self.proc)
@@ -152,13 +190,20 @@ class Tracker:
                 parent = self._members.get(st.ppid)
                 if parent is not None and parent.run_id in known:
                     run = parent.run_id
+            if run is None and st.pgrp in groups and self._ours(st.pid):
+                run = groups[st.pgrp]
             marker = None
             if run is None:
                 marker = read_marker(st.pid, self.proc)
                 if marker in known:
                     run = marker
             if run is None:
+                if st.ppid == self._self:
+                    # vkcmd's own child: maybe a leader caught between posix_spawn's clone and its
+                    # exec (no marker yet, session not yet registered): judged again next scan
+                    return
                 self._foreign[st.pid] = marker
+                self._foreign_pgrp[st.pid] = st.pgrp
                 if marker:
                     self._marked[st.pid] = marker
             else:
@@ -170,6 +215,24 @@ class Tracker:
             if st.pid not in done:
                 judge(st)
 
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` runs as vkcmd's user (the owner of /proc/<pid> is its effective uid)."""
+        try:
+            return os.stat(f"{self.proc}/{pid}").st_uid == self._uid
+        except OSError:
+            return False
+
+    def _adopt_groups(self, groups: Mapping[int, str], known: Collection[str]) -> None:
+        """Foreign processes of a newly named group (of vkcmd's user, not a zombie) join its run."""
+        for pid in [pid for pid, pgrp in self._foreign_pgrp.items() if pgrp in groups]:
+            st = read_stat(pid, self.proc)
+            run = groups.get(st.pgrp) if st is not None else None
+            if run is None or run not in known or st.state == "Z" or not self._ours(pid):
+                continue
+            del self._foreign[pid], self._foreign_pgrp[pid]
+            self._marked.pop(pid, None)
+            self._members[pid] = Proc(pid, st.start, run, st.ppid, st.pgrp, st.sid, st.cpu_ticks, st.rss_pages)
+
     def _promote(self, known: Collection[str]) -> None:
         for pid, marker in list(self._marked.items()):
             if marker not in known:
@@ -177,6 +240,7 @@ class Tracker:
             st = read_stat(pid, self.proc)
             del self._marked[pid]
             del self._foreign[pid]
+            self._foreign_pgrp.pop(pid, None)
             if st is not None:
                 self._members[pid] = Proc(pid, st.start, marker, st.ppid, st.pgrp, st.sid,
                                           st.cpu_ticks, st.rss_pages)

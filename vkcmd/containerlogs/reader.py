@@ -1,7 +1,7 @@
 """Container logs as ``kubectl logs`` shows them: stdout and stderr merged by arrival time.
 
 Reads a container's stream files and the arrival-time indexes that
-:mod:`vkcmd.runtime.logindex` keeps beside them, and applies the kubelet's
+:mod:`vkcmd.containerlogs.indexer` keeps beside them, and applies the kubelet's
 options the way its CRI log reader does: ``tailLines`` counts merged lines and
 is applied first, then ``since`` (lines that arrived before it are dropped),
 ``limitBytes`` cuts the output (mid-line, timestamp prefixes included),
@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from vkcmd.runtime.logindex import HEADER, MAGIC, PREVIOUS, RECORD, STREAMS, LogIndexer, index_name
+from vkcmd.runtime import safefs
+from vkcmd.containerlogs.indexer import LogIndexer
+from vkcmd.containerlogs.indexfile import PREVIOUS, STREAMS
+from vkcmd.containerlogs.stream import Refused, Source
 
-_BLOCK = 256 * 1024  # bytes read at a time
 _CHUNK = 64 * 1024  # bytes gathered before a chunk is yielded
-_MAX_PIECE = 1024 * 1024  # a longer line is emitted in pieces, so memory stays bounded
-_NO_TIME = 0
 
 
 @dataclass(frozen=True)
@@ -79,309 +79,6 @@ def _names(container_dir: str) -> tuple[str, str]:
     return pod, container
 
 
-# --- the arrival times of one stream file ------------------------------------------------------------
-
-class _Timeline:
-    """Records ``(end, time_ns)`` of one stream file: from its index, then any the reader stamps itself.
-
-    The index is read with ``pread`` (a bisection touches log(n) records; a
-    walk reads blocks), so a long-lived container's large index is never
-    loaded whole. When the index does not cover bytes the reader must show
-    (no indexer, or an indexer that could not write), the reader stamps them
-    with the file's mtime and from then on uses its own records past that point.
-    """
-
-    _BLOCK_RECORDS = 4096
-
-    def __init__(self, fd: int | None) -> None:
-        self._fd = fd  # the index file, None when there is none (or it describes another file)
-        self._count = 0  # records usable from the index
-        self._frozen = False  # True once the reader stamps records itself: the index is read no further
-        self._extra: list[tuple[int, int]] = []
-        self._block_no = -1
-        self._block = b""
-        self.refresh()
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def refresh(self) -> None:
-        if self._fd is not None and not self._frozen:
-            size = os.fstat(self._fd).st_size
-            self._count = max(0, (size - HEADER.size) // RECORD.size)
-
-    def __len__(self) -> int:
-        return self._count + len(self._extra)
-
-    def get(self, i: int) -> tuple[int, int]:
-        if i >= self._count:
-            return self._extra[i - self._count]
-        block_no = i // self._BLOCK_RECORDS
-        within = (i % self._BLOCK_RECORDS) * RECORD.size
-        if block_no != self._block_no or within + RECORD.size > len(self._block):
-            start = HEADER.size + block_no * self._BLOCK_RECORDS * RECORD.size
-            self._block = os.pread(self._fd, self._BLOCK_RECORDS * RECORD.size, start)
-            self._block_no = block_no
-            if within + RECORD.size > len(self._block):  # the index shrank under us (it was reset)
-                return self._extra[-1] if self._extra else (0, _NO_TIME)
-        return RECORD.unpack_from(self._block, within)
-
-    def _probe(self, i: int) -> tuple[int, int]:
-        if i >= self._count:
-            return self._extra[i - self._count]
-        raw = os.pread(self._fd, RECORD.size, HEADER.size + i * RECORD.size)
-        return RECORD.unpack(raw) if len(raw) == RECORD.size else (0, _NO_TIME)
-
-    def covered(self) -> int:
-        return self.get(len(self) - 1)[0] if len(self) else 0
-
-    def last_time(self) -> int:
-        return self.get(len(self) - 1)[1] if len(self) else _NO_TIME
-
-    def bisect_end(self, offset: int) -> int:
-        """The first record whose end is past ``offset`` (the one covering byte ``offset``)."""
-        lo, hi = 0, len(self)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._probe(mid)[0] <= offset:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
-    def bisect_time(self, when: int) -> int:
-        """The first record stamped at or after ``when``."""
-        lo, hi = 0, len(self)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._probe(mid)[1] < when:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
-    def stamp(self, end: int, when: int) -> None:
-        """The reader's own record: bytes up to ``end`` seen by ``when`` (never earlier than the last)."""
-        self._frozen = True
-        self._extra.append((end, max(when, self.last_time())))
-
-
-# --- one stream file ---------------------------------------------------------------------------------
-
-class _Source:
-    """One stream file being read: its fd, its timeline, and the next line to emit."""
-
-    def __init__(self, dfd: int, name: str) -> None:
-        self.name = name
-        self.fd: int | None = None
-        self.ino = 0
-        self.timeline = _Timeline(None)
-        self.pos = 0  # next byte to emit; always the start of a line, or inside a long line being pieced out
-        self.at_line_start = True
-        self.limit = 0  # bytes stamped and safe to read
-        self._cursor = 0  # timeline record covering self.pos
-        self._line_time = _NO_TIME  # arrival time of the line being emitted
-        self._no_newline = (0, 0)  # (pos, end): no newline in [pos, end)
-        self._dfd = dfd
-
-    def open(self) -> bool:
-        """Open the file (False when it does not exist); a symlink or non-regular file is refused."""
-        try:
-            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._dfd)
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise _Refused(f"{self.name} is a symbolic link") from None
-            raise
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise _Refused(f"{self.name} is not a regular file")
-        self.fd, self.ino = fd, info.st_ino
-        self._open_index()
-        return True
-
-    def _open_index(self) -> None:
-        self.timeline.close()
-        fd = None
-        try:
-            fd = os.open(index_name(self.name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=self._dfd)
-            info = os.fstat(fd)
-            header = os.pread(fd, HEADER.size, 0)
-            valid = len(header) == HEADER.size and HEADER.unpack(header) == (MAGIC, self.ino)
-            if not stat.S_ISREG(info.st_mode) or not valid:
-                os.close(fd)
-                fd = None
-        except OSError:
-            if fd is not None:
-                os.close(fd)
-            fd = None
-        self.timeline = _Timeline(fd)
-        self._cursor = 0
-
-    def close(self) -> None:
-        self.timeline.close()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size if self.fd is not None else 0
-
-    def replaced(self) -> bool:
-        """True when the name now means another file, or none (the run was rotated away or deleted)."""
-        if self.fd is None:
-            return False
-        try:
-            return os.stat(self.name, dir_fd=self._dfd, follow_symlinks=False).st_ino != self.ino
-        except FileNotFoundError:
-            return True
-
-    def refresh(self, must_cover: int, clock_ns: Callable[[], int]) -> None:
-        """Learn how far the file is stamped; stamp ``[covered, must_cover)`` ourselves if nobody did."""
-        if self.fd is None:
-            return
-        info = os.fstat(self.fd)
-        if info.st_size < self.pos:  # truncated: start again from the top, with the new index
-            self.pos, self.at_line_start, self._no_newline = 0, True, (0, 0)
-            self._open_index()
-        self.timeline.refresh()
-        if self.timeline.covered() < min(must_cover, info.st_size):
-            self.timeline.stamp(info.st_size, min(info.st_mtime_ns, clock_ns()))
-        self.limit = min(self.timeline.covered(), info.st_size)
-
-    def emit_end(self, ended: bool) -> int:
-        """Where output may stop now: the limit when the run ended, else after the last complete line."""
-        if ended or self.limit <= self.pos:
-            return max(self.limit, self.pos)
-        lo = self._no_newline[1] if self._no_newline[0] == self.pos else self.pos
-        hi = self.limit
-        while hi > lo:
-            start = max(lo, hi - _BLOCK)
-            k = os.pread(self.fd, hi - start, start).rfind(b"\n")
-            if k >= 0:
-                return start + k + 1
-            hi = start
-        self._no_newline = (self.pos, self.limit)
-        return self.pos
-
-    def tail_start(self, lines: int, end: int) -> tuple[int, int]:
-        """(offset, count): where the last ``lines`` lines before ``end`` begin, and how many there are."""
-        if lines == 0 or end <= self.pos:
-            return end, 0
-        hi = end - 1 if os.pread(self.fd, 1, end - 1) == b"\n" else end
-        found = 0
-        while hi > self.pos:
-            lo = max(self.pos, hi - _BLOCK)
-            data = os.pread(self.fd, hi - lo, lo)
-            count = data.count(b"\n")
-            if found + count < lines:
-                found += count
-                hi = lo
-                continue
-            right = len(data)
-            while True:
-                right = data.rfind(b"\n", 0, right)
-                found += 1
-                if found == lines:
-                    return lo + right + 1, lines
-        return self.pos, found + 1
-
-    def line_start_at_or_after(self, offset: int, end: int) -> int:
-        """The first line start at or after ``offset`` (``end`` when the line there runs past it)."""
-        if offset <= 0:
-            return 0
-        if os.pread(self.fd, 1, offset - 1) == b"\n":
-            return offset
-        while offset < end:
-            data = os.pread(self.fd, min(_BLOCK, end - offset), offset)
-            if not data:
-                break
-            k = data.find(b"\n")
-            if k >= 0:
-                return offset + k + 1
-            offset += len(data)
-        return end
-
-    def seek(self, offset: int) -> None:
-        self.pos = offset
-        self.at_line_start = True
-        self._cursor = self.timeline.bisect_end(offset)
-
-    def _time_at(self, offset: int) -> tuple[int, int]:
-        """(time, end) of the record covering byte ``offset``."""
-        timeline, i = self.timeline, self._cursor
-        n = len(timeline)
-        while i < n:
-            end, when = timeline.get(i)
-            if end > offset:
-                self._cursor = i
-                return when, end
-            i += 1
-        self._cursor = i
-        return (timeline.last_time(), 1 << 63)
-
-    def runs(self, end: int) -> Iterator[tuple[int, bytes, bool]]:
-        """``(time, bytes, starts_a_line)`` for the output in ``[pos, end)``: lines sharing one arrival time.
-
-        ``end`` is a line boundary or the end of an ended run. Lines longer
-        than ``_MAX_PIECE`` come in pieces (the later ones not starting a line).
-        """
-        while self.pos < end:
-            data = os.pread(self.fd, min(_BLOCK, end - self.pos), self.pos)
-            if not data:
-                return
-            if self.pos + len(data) < end:
-                k = data.rfind(b"\n")
-                if k >= 0:
-                    data = data[:k + 1]
-                else:
-                    data = self._piece(data, end)
-            base, size, offset = self.pos, len(data), 0
-            while offset < size:
-                start_of_line = self.at_line_start if offset == 0 else True
-                if start_of_line:
-                    when, record_end = self._time_at(base + offset)
-                    self._line_time = when
-                    cut = size
-                    if record_end < base + size:
-                        k = data.find(b"\n", record_end - 1 - base)
-                        if k >= 0:
-                            cut = k + 1
-                else:  # the rest of a long line: its time is that of its first byte
-                    when = self._line_time
-                    k = data.find(b"\n")
-                    cut = size if k < 0 else k + 1
-                piece = data[offset:cut]
-                offset = cut
-                self.pos = base + cut
-                self.at_line_start = piece.endswith(b"\n")
-                yield when, piece, start_of_line
-
-    def _piece(self, data: bytes, end: int) -> bytes:
-        """A line longer than a block: read on to its end, or ``_MAX_PIECE`` bytes of it."""
-        chunks, total = [data], len(data)
-        while self.pos + total < end and total < _MAX_PIECE:
-            more = os.pread(self.fd, min(_BLOCK, end - self.pos - total, _MAX_PIECE - total), self.pos + total)
-            if not more:
-                break
-            k = more.find(b"\n")
-            if k >= 0:
-                chunks.append(more[:k + 1])
-                break
-            chunks.append(more)
-            total += len(more)
-        return b"".join(chunks)
-
-
-class _Refused(Exception):
-    pass
-
-
 # --- the stream -----------------------------------------------------------------------------------
 
 def stream_logs(container_dir: str, options: LogOptions, *, is_running: Callable[[], bool],
@@ -403,8 +100,10 @@ def stream_logs(container_dir: str, options: LogOptions, *, is_running: Callable
     """
     pod, container = _names(container_dir)
     try:
-        dfd = os.open(container_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+        dfd = safefs.open_dir(container_dir)
+    except OSError as err:  # absent, not a directory, or reached through a symlink (ELOOP)
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
         dfd = None
     if dfd is None:
         if options.previous:
@@ -412,7 +111,7 @@ def stream_logs(container_dir: str, options: LogOptions, *, is_running: Callable
                                    pod=pod, container=container)
         raise LogsUnavailable(f'container "{container}" in pod "{pod}" has no logs yet', pod=pod, container=container)
     suffix = PREVIOUS if options.previous else ""
-    sources = [_Source(dfd, name + suffix) for name in STREAMS]
+    sources = [Source(dfd, name + suffix) for name in STREAMS]
     try:
         if indexer is not None:
             indexer.flush(container_dir)
@@ -423,7 +122,7 @@ def stream_logs(container_dir: str, options: LogOptions, *, is_running: Callable
                                        pod=pod, container=container)
             raise LogsUnavailable(f'container "{container}" in pod "{pod}" has no logs yet',
                                   pod=pod, container=container)
-    except _Refused as e:
+    except Refused as e:
         for source in sources:
             source.close()
         os.close(dfd)
@@ -469,7 +168,7 @@ class LogStream(Iterator[bytes]):
 
 
 class _Reader:
-    def __init__(self, container_dir: str, dfd: int, sources: list[_Source], options: LogOptions,
+    def __init__(self, container_dir: str, dfd: int, sources: list[Source], options: LogOptions,
                  is_running: Callable[[], bool], indexer: LogIndexer | None, stop: threading.Event | None,
                  poll_interval: float) -> None:
         self._dir = container_dir
@@ -510,7 +209,7 @@ class _Reader:
                 try:
                     if source.open():  # a stream file that appeared since the start
                         size = source.size()
-                except _Refused:
+                except Refused:
                     pass
             # with an indexer, what it did not cover was written after the flush: the next round shows it
             source.refresh(size if self._indexer is not None else 1 << 63, self._clock_ns)

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from vkcmd.runtime.logindex import LogIndexer
-from vkcmd.runtime.logs import LogOptions, LogsUnavailable, PreviousNotFound, format_timestamp, stream_logs
+from vkcmd.containerlogs import LogIndexer
+from vkcmd.containerlogs.reader import LogOptions, LogsUnavailable, PreviousNotFound, format_timestamp, stream_logs
 
 STAMPED = re.compile(rb"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\.(\d{9})Z (.*)$")
 
@@ -352,7 +352,7 @@ def test_many_writers_many_containers(tmp_path, indexer, runner):
 
 
 def test_a_corrupt_index_loses_no_output(container_dir, indexer):
-    from vkcmd.runtime.logindex import HEADER, MAGIC, RECORD, index_name
+    from vkcmd.containerlogs.indexfile import HEADER, MAGIC, RECORD, index_name
 
     path = os.path.join(container_dir, "stdout")
     with open(path, "wb") as f:

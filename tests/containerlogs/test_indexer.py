@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from vkcmd.runtime.logindex import HEADER, MAGIC, RECORD, LogIndexer, index_name
+from vkcmd.containerlogs import LogIndexer
+from vkcmd.containerlogs.indexfile import HEADER, MAGIC, RECORD, index_name
 
 
 def records(directory, name="stdout"):
