@@ -61,7 +61,7 @@ class ControlPlane:
 
     def __init__(self, dir: str, port: int = 0, lease_grace: float = 40.0, scheduler: bool = True, *,
                  controllers: bool = True, watch_history: int = 10000, host: str = "127.0.0.1",
-                 bookmark_interval: float = 60.0):
+                 bookmark_interval: float = 60.0, csr_max_seconds: int = 365 * 24 * 3600):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.requested_port = port
@@ -70,6 +70,7 @@ class ControlPlane:
         self.run_controllers = controllers
         self.watch_history = watch_history
         self.bookmark_interval = bookmark_interval
+        self.csr_max_seconds = csr_max_seconds  # kube-controller-manager's --cluster-signing-duration
         self.port: int | None = None
         self.url: str | None = None
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
@@ -127,7 +128,8 @@ class ControlPlane:
         from . import controllers  # imported here: the controllers are API clients (kubernetes package)
 
         self._controllers = controllers.start(self.kubeconfig, lease_grace=self.lease_grace,
-                                              scheduler=self.scheduler)
+                                              scheduler=self.scheduler, csr_sign=self._pki.sign_request,
+                                              csr_max_seconds=self.csr_max_seconds)
 
     def stop(self) -> None:
         """Stop controllers, end watches and log streams, close connections, join threads."""

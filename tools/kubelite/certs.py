@@ -118,6 +118,33 @@ class ClusterPKI:
         """A client certificate for user ``cn`` in ``groups`` (subject O=...), as the apiserver reads them."""
         return self._issue(_name(cn, tuple(groups)), ExtendedKeyUsageOID.CLIENT_AUTH)
 
+    def sign_request(self, req: x509.CertificateSigningRequest, seconds: int, server: bool) -> bytes:
+        """Issue the PEM certificate for a CSR's subject, key and SANs, valid ``seconds`` (backdated 5 min)."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(req.subject).issuer_name(self._ca_cert.subject)
+            .public_key(req.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(seconds=seconds))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
+                                         crl_sign=False, content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
+                           critical=False)
+        )
+        try:
+            sans = req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            builder = builder.add_extension(sans, critical=False)
+        except x509.ExtensionNotFound:
+            pass
+        return builder.sign(self._ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     def write(self, directory: str) -> tuple[str, str]:
         """Write ``ca.crt`` (0644) and ``ca.key`` (0600) into ``directory``; return both paths."""
         crt = os.path.join(directory, "ca.crt")

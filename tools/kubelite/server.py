@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import discovery, errors, logproxy, policy, reviews, selectors, subresources, tables
+from . import csr, discovery, errors, logproxy, policy, reviews, selectors, subresources, tables
 from .api import Api
 from .identity import TokenAuthenticator, User, user_from_peercert
 from .resources import Resource, lookup
@@ -475,6 +475,8 @@ class Handler(BaseHTTPRequestHandler):
                                                                       obj))
         if r.namespaced and route.namespace is None:
             raise errors.method_not_allowed()
+        if r.key == "certificatesigningrequests" and isinstance(obj, dict):
+            csr.stamp_requestor(obj, user)
         created = api.create(r, ns, obj, dry_run=self._dry_run(query), user=user)
         self._send_entry(r, created, 201)
 
@@ -487,7 +489,7 @@ class Handler(BaseHTTPRequestHandler):
             scale = subresources.update_scale(api, r, ns, route.name, lambda s: obj,
                                               user_rv=int(rv) if rv else None)
             return self._send_obj(200, scale)
-        sub = "status" if route.sub in ("status", "finalize") else None
+        sub = "status" if route.sub in ("status", "finalize") else route.sub if route.sub == "approval" else None
         if route.sub == "finalize":
             def finalize(cur):
                 cur.setdefault("spec", {})["finalizers"] = ((obj.get("spec") or {}).get("finalizers") or [])
