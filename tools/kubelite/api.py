@@ -14,7 +14,7 @@ import json
 import logging
 import time
 
-from . import errors, policy, strategy
+from . import errors, policy, quantity, strategy
 from .nodeauthz import NodeAuthorizer
 from .nodegraph import NodeGraph
 from .resources import RESOURCES, Resource, by_key
@@ -125,6 +125,7 @@ class Api:
         if res.namespaced:
             self.require_namespace(ns)
         strategy.prepare_create(res, obj)
+        quantity.canonicalize(res.key, obj)
         policy.restrict(user, "create", res.key, None, obj, None, self.view)
         obj = policy.admit_create(res.key, obj, self.view)
         if dry_run:
@@ -166,6 +167,7 @@ class Api:
             if sub != "status":
                 strategy.default(res, new)
             new = strategy.prepare_update(res, cur.obj, new, sub)
+            quantity.canonicalize(res.key, new)
             strategy.validate(res, new, creating=False)
             if admit:
                 policy.restrict(user, "update", res.key, sub, new, cur.obj, self.view)
