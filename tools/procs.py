@@ -65,6 +65,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def connects(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts TCP connections on ``host:port`` now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition",
                interval: float = 0.05) -> Any:
     """The first truthy value of ``predicate()``; TimeoutError (with the last value) after ``timeout`` s."""

@@ -33,7 +33,6 @@ from vkcmd.kube.node import NodeConfig, NodeController
 from vkcmd.kube.objects import ClusterObjects
 from vkcmd.kube.pods import PodController
 from vkcmd.kube.reviews import AccessReviewer, TokenReviewer
-from vkcmd.kubeletapi import tls
 from vkcmd.kubeletapi.auth import Authenticator, Authorizer
 from vkcmd.kubeletapi.metrics import Metrics, MetricsExporter
 from vkcmd.kubeletapi.server import KubeletServer
@@ -43,7 +42,8 @@ from vkcmd.runtime import ExitReport, Runtime
 from vkcmd.runtime.host import HostFacts, host_facts
 from vkcmd.containerlogs import LogIndexer
 from vkcmd.runtime.probes import ProbeRunner
-from vkcmd.serving import NodeBackend
+from vkcmd.kubeletapi.tls import TLSFileError
+from vkcmd.serving import NodeBackend, tls_context
 
 log = logging.getLogger("vkcmd.app")
 
@@ -176,10 +176,8 @@ class App:
         cert_file, key_file = s.tls_cert_file, s.tls_key_file
         if s.serving_cert_bootstrap and not cert_file:
             cert_file, key_file = self._cluster_serving_pair()
-        cert, key = tls.serving_pair(cert_file, key_file, state_dir=s.state_dir,
-                                     node_name=s.node_name, addresses=[s.pod_ip])
-        client_ca = s.client_ca_file or self.client.configuration.ssl_ca_cert
-        context = tls.server_context(cert, key, client_ca)
+        context = tls_context(cert_file, key_file, state_dir=s.state_dir, node_name=s.node_name,
+                              addresses=[s.pod_ip], client_ca=s.client_ca_file or self.client.configuration.ssl_ca_cert)
         self.serving_rotation = None
         if s.serving_cert_bootstrap and cert_file and cert_file != s.tls_cert_file:  # the cluster's pair
             # the reload hook: new handshakes use the renewed pair (an SSLContext takes a new chain in place)
@@ -211,7 +209,7 @@ class App:
                                                                               self.indexer),
                                     ssl_context=context, authenticator=Authenticator(TokenReviewer(self.client)),
                                     authorizer=authorizer, registry=self.registry, metrics=self.metrics,
-                                    port=s.kubelet_port)
+                                    port=s.kubelet_port, anonymous_metrics=s.anonymous_metrics)
         self.exporter = MetricsExporter(self.registry, s.metrics_port) if s.metrics_port else None
 
     def _cluster_serving_pair(self) -> tuple[str | None, str | None]:
@@ -313,7 +311,7 @@ def run(settings: Settings) -> int:
     app = App(settings)
     try:
         app.build()
-    except ConfigError as error:
+    except (ConfigError, TLSFileError) as error:
         print(f"vkcmd: {error}", flush=True, file=sys.stderr)
         return 2
     except (bootstrap.BootstrapError, ApiError) as error:  # (never a credential in these messages)

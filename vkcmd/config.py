@@ -260,6 +260,9 @@ SETTINGS: tuple[Setting, ...] = (
             _choice("Webhook", "AlwaysAllow"), "Webhook",
             "kubelet API authorization: Webhook (SubjectAccessReview) or AlwaysAllow for closed test "
             "setups; authentication is always required (default: Webhook)"),
+    Setting("anonymous_metrics", "VK_ANONYMOUS_METRICS", ("--anonymous-metrics",), _boolean, "false",
+            "let callers without credentials read /metrics/resource, /metrics and /stats/summary (never logs "
+            "or exec), for scrapers that send none; logged loudly at start (default: false)"),
     Setting("drain_margin", "VK_DRAIN_MARGIN", ("--drain-margin",), _seconds, "60",
             "seconds before walltime ends at which draining starts; the largest pod grace period is used "
             "when larger (default: 60)"),
@@ -306,6 +309,7 @@ class Settings:
     max_pods: int
     metrics_port: int
     authorization_mode: str
+    anonymous_metrics: bool
     drain_margin: float
     lease_renew_interval: float
     lease_duration: int

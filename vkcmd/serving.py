@@ -7,16 +7,20 @@ HTTP side stays free of process and pod internals.
 from __future__ import annotations
 
 import dataclasses
+import os
+import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psutil
 
 from vkcmd.kubeletapi import backend as api
+from vkcmd.kubeletapi import tls
 from vkcmd.provider import PodManager
-from vkcmd.runtime import Runtime
+from vkcmd.runtime import Runtime, execs
+from vkcmd.runtime.spawn import RunInfo
 from vkcmd import containerlogs
 from vkcmd.containerlogs import LogIndexer
 from vkcmd.timefmt import parse_time
@@ -88,3 +92,64 @@ class NodeBackend:
                                             is_running=is_running, indexer=self._indexer, stop=stop)
         except containerlogs.LogsUnavailable as error:
             raise api.BadRequest(str(error)) from None
+
+    def attach_output(self, namespace: str, pod: str, container: str) -> _Output:
+        found = self._provider.container_dir(namespace, pod, container)
+        if found is None or not found[1]():
+            raise api.NotFound(f'container not found ("{container}")')
+        return _Output(found[0], found[1])
+
+    def pod_address(self, namespace: str, pod: str) -> str:
+        for found in self._provider.pods():
+            if found["metadata"]["namespace"] == namespace and found["metadata"]["name"] == pod:
+                return (found.get("status") or {}).get("podIP") or "127.0.0.1"
+        raise api.NotFound(f'pod "{pod}" not found in namespace "{namespace}" on this node')
+
+    def exec_target(self, namespace: str, pod: str, container: str) -> api.ExecTarget:
+        key = self._provider.run_key(namespace, pod, container)
+        run = self._runtime.runs().get(key) if key else None
+        if run is None:
+            raise api.NotFound(f'container not found ("{container}")')
+        return _ExecTarget(run)
+
+
+class _Output:
+    """A running container's output from now on (``kubectl attach``): each file followed on its own."""
+
+    def __init__(self, directory: str, is_running: Callable[[], bool]) -> None:
+        self._directory = directory
+        self._is_running = is_running
+
+    def follow(self, name: str, stop: threading.Event) -> Iterator[bytes]:
+        """New bytes of ``stdout`` or ``stderr`` until the run ends or ``stop`` is set."""
+        fd = os.open(os.path.join(self._directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            handle.seek(0, os.SEEK_END)
+            while not stop.is_set():
+                data = handle.read(65536)
+                if data:
+                    yield data
+                elif not self._is_running():
+                    return
+                else:
+                    stop.wait(0.1)
+
+
+class _ExecTarget:
+    """A run of this node that commands can be started in (``kubectl exec``)."""
+
+    def __init__(self, run: RunInfo) -> None:
+        self._run = run
+
+    def start(self, command: Sequence[str], *, tty: bool, stdin: bool) -> execs.Exec:
+        try:
+            return execs.start(self._run, list(command), tty=tty, stdin=stdin)
+        except execs.ExecError as error:
+            raise api.NonZeroExit(str(error), error.exit_code) from None
+
+
+def tls_context(cert_file: str | None, key_file: str | None, *, state_dir: str, node_name: str,
+                addresses: Sequence[str], client_ca: str | None) -> ssl.SSLContext:
+    """The kubelet API's server context: the given pair or the self-signed one; raises tls.TLSFileError."""
+    cert, key = tls.serving_pair(cert_file, key_file, state_dir=state_dir, node_name=node_name, addresses=addresses)
+    return tls.server_context(cert, key, client_ca)

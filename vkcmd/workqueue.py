@@ -3,7 +3,8 @@
 A key waits at most once in the queue however often it is added; a key being
 processed is never handed to a second worker, and an add during processing
 runs it again afterwards. Delayed adds share one timer thread (a heap), so
-back-offs and deadlines cost no thread per pod.
+back-offs and deadlines cost no thread per pod; a key keeps only its earliest
+delayed add, so the heap is bounded by the number of keys, however often they are re-added.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class WorkQueue:
         self._dirty: set[Hashable] = set()  # queued or to be re-queued after processing
         self._processing: set[Hashable] = set()
         self._timers: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, tuple[float, int]] = {}  # key -> its one heap entry (the earliest add)
         self._counter = itertools.count()
         self._shutdown = False
         self._timer_thread: threading.Thread | None = None  # started by the first delayed add
@@ -58,12 +60,26 @@ class WorkQueue:
         with self._cond:
             if self._shutdown:
                 return
-            heapq.heappush(self._timers, (self._clock() + delay, next(self._counter), key))
+            when = self._clock() + delay
+            held = self._due.get(key)
+            if held is not None and held[0] <= when:
+                return  # an earlier add of the key wakes it first; that sync re-adds what it still needs
+            if held is not None:  # replaced by this earlier one: one entry per key (O(keys), no growth)
+                self._timers.remove((*held, key))
+                heapq.heapify(self._timers)
+            entry = (when, next(self._counter), key)
+            self._due[key] = entry[:2]
+            heapq.heappush(self._timers, entry)
             if self._timer_thread is None:
                 self._timer_thread = threading.Thread(target=self._run_timers, name=f"{self.name}-timers",
                                                       daemon=True)
                 self._timer_thread.start()
             self._cond.notify_all()
+
+    def timers(self) -> int:
+        """Delayed adds held (bounded by the number of keys)."""
+        with self._cond:
+            return len(self._timers)
 
     def get(self, timeout: float | None = None) -> Hashable | None:
         """The next key (now being processed), or None on shutdown or timeout."""
@@ -102,6 +118,7 @@ class WorkQueue:
                 now = self._clock()
                 while self._timers and self._timers[0][0] <= now:
                     _, _, key = heapq.heappop(self._timers)
+                    del self._due[key]
                     if key not in self._dirty:
                         self._dirty.add(key)
                         if key not in self._processing:

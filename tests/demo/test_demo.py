@@ -132,8 +132,8 @@ class DemoRun:
 def assert_the_show(out: str) -> None:
     """What the demo must have shown: labelled node, pods to Succeeded, a log, metrics, a clean stop."""
     assert re.search(r"^vk-demo\s+Ready\s+agent\s+.*\bcpu\s+Local\s+\d+\s*$", out, re.M), out  # jiriaf.* labels
-    assert re.search(r"pods after .*: hello Succeeded, p1 Running, placed Running, ticker-\* 3x Running", out), out
-    assert re.search(r"pods after .*: hello Succeeded, p1 Succeeded, placed Succeeded, ticker-\* 3x Running",
+    assert re.search(r"pods after .*: hello Succeeded, p1 Running, placed Running, (sidecar-demo \w+, )?ticker-\* 3x Running", out), out
+    assert re.search(r"pods after .*: hello Succeeded, p1 Succeeded, placed Succeeded, (sidecar-demo \w+, )?ticker-\* 3x Running",
                      out), out
     assert "hello from hello on vk-demo, greeting=bonjour, home=" in out
     assert "this goes to stderr" in out

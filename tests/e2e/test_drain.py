@@ -27,8 +27,13 @@ def test_walltime_expiry_drains_pods_and_exits(control_plane, tmp_path, namespac
         node.stop()
     pod = node.pod("worker", namespace)
     assert (pod["status"]["phase"], pod["status"]["reason"]) == ("Failed", "WalltimeExpired")
+    conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+    disruption = conditions["DisruptionTarget"]  # a Job's podFailurePolicy can tell a drain from a failure
+    assert (disruption["status"], disruption["reason"]) == ("True", "TerminationByKubelet")
+    assert conditions["PodReadyToStartContainers"]["status"] == "False"  # its processes are gone
     finished = node.pod("done-before", namespace)["status"]
     assert finished["phase"] == "Succeeded" and not finished.get("reason")  # history is not rewritten
+    assert not any(c["type"] == "DisruptionTarget" for c in finished["conditions"])
     assert container_state(pod)["state"]["terminated"]["reason"] in ("WalltimeExpired", "Error")
     ready, obj = _node_ready_condition(node)
     assert (ready["status"], ready["reason"]) == ("False", "WalltimeExpired")

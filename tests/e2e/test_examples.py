@@ -87,3 +87,28 @@ def test_deployment_pods_run_ready_and_go_away_with_it(node, kubectl, namespace)
     for uid in uids:
         assert not (node.home / namespace / uid).exists()
     assert not any((node.home / namespace).glob("ticker-*"))
+
+
+def test_sidecar_pod_serves_readiness_and_leaves_a_termination_message(node, kubectl, namespace):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    text = (EXAMPLES / "sidecar-pod.yaml").read_text().replace("8089", port)
+    apply(kubectl, text, namespace)
+
+    def ready():
+        pod = node.pod("sidecar-demo", namespace) or {}
+        return pod if any(c["type"] == "Ready" and c["status"] == "True"
+                          for c in pod.get("status", {}).get("conditions") or []) else None
+
+    running = wait_for(ready, timeout=40, what="sidecar-demo Ready (sidecar and main probed over HTTP)")
+    assert running["status"]["phase"] == "Running"
+    assert running["status"]["initContainerStatuses"][0]["started"] is True
+    pod = node.wait_phase("sidecar-demo", namespace=namespace, timeout=40)
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    jsonpath = "-o=jsonpath={.status.containerStatuses[0].state.terminated.message}"
+    message = kubectl("get", "pod", "sidecar-demo", "-n", namespace, jsonpath, check=True).stdout
+    assert message.strip() == "processed 3 items"
+    assert "terminated" in pod["status"]["initContainerStatuses"][0]["state"]  # the sidecar stopped after main

@@ -2,7 +2,7 @@
 
 ``pki`` is a CA (``tools.kubelite.certs.ClusterPKI``) whose certificates the
 server accepts; ``cert`` issues client cert files for (cn, groups); ``backend``
-is a :class:`RealBackend` whose processes are killed afterwards; ``serve``
+is the shipped ``serving.NodeBackend`` on a real runtime (:class:`~.node.TestNode`); ``serve``
 starts a :class:`KubeletServer` (real HTTPS on 127.0.0.1, port 0) and stops it
 at teardown; ``get`` is a small HTTPS client returning (status, headers, body).
 """
@@ -23,7 +23,7 @@ from vkcmd.kubeletapi.auth import Authenticator, Authorizer
 from vkcmd.kubeletapi.metrics import Metrics
 from vkcmd.kubeletapi.server import KubeletServer
 
-from .realbackend import RealBackend
+from .node import TestNode
 
 BUSY = [sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass"]
 SLEEP = ["sleep", "60"]
@@ -54,9 +54,9 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    real = RealBackend(tmp_path_factory.mktemp("workspace"))
-    yield real
-    real.close()
+    node = TestNode(tmp_path_factory.mktemp("node"))
+    yield node
+    node.close()
 
 
 @pytest.fixture

@@ -120,8 +120,14 @@ def test_scraped_from_real_processes(serve, get, burning, admin_cert):
     server = serve(burning, stats_ttl=0.0)
     first_text = get(server, "/metrics/resource", cert=admin_cert)[2].decode()
     first_at_ms = int(time.time() * 1000)
-    time.sleep(0.6)
-    second_text = get(server, "/metrics/resource", cert=admin_cert)[2].decode()
+
+    def busy_cpu(text):
+        return decode(text, default_ms=0)[1].get(("metrics", "burner"), {}).get("busy", {}).get("cpu_ns", 0)
+
+    second_text, deadline = first_text, time.monotonic() + 15  # the runtime measures every few seconds
+    while time.monotonic() < deadline and busy_cpu(second_text) - busy_cpu(first_text) <= 0.03e9:
+        time.sleep(0.5)
+        second_text = get(server, "/metrics/resource", cert=admin_cert)[2].decode()
 
     for text in (first_text, second_text):
         list(text_string_to_metric_families(text))  # a real Prometheus text parser accepts it

@@ -23,7 +23,7 @@ LINES = "".join(f"line {i}\n" for i in range(1, 11))
 def pods(backend):
     """ns1/web: 'app' printing ten lines and sleeping; 'busy' burning CPU. ns1/idle: one sleeping container."""
     backend.add_pod("ns1", "web", {
-        "app": ["sh", "-c", f"printf '{LINES}'; echo oops >&2; sleep 60"],
+        "app": ["sh", "-c", f"printf '{LINES}'; sleep 60"],
         "busy": BUSY,
     })
     backend.add_pod("ns1", "idle", {"sleeper": SLEEP})
@@ -73,7 +73,7 @@ def test_container_logs(serve, get, pods, admin_cert):
 def test_container_logs_errors(serve, get, pods, admin_cert):
     server = serve(pods)
     status, _, body = get(server, "/containerLogs/ns1/nope/app", cert=admin_cert)
-    assert (status, body) == (404, b'pod "nope" does not exist')
+    assert (status, body) == (404, b'pod "nope" not found in namespace "ns1" on this node')
     status, _, body = get(server, "/containerLogs/ns1/web/nope", cert=admin_cert)
     assert (status, body) == (404, b'container "nope" not found in pod "web"')
     status, _, body = get(server, "/containerLogs/ns1/web/app?previous=true", cert=admin_cert)
@@ -114,13 +114,13 @@ def test_a_client_that_leaves_ends_the_stream(serve, backend, pki, admin_cert):
     server = serve(backend)
     connection, response = _open_stream(server, pki, admin_cert, "/containerLogs/ns2/forever/c?follow=1")
     assert response.read1(1024) == b"hello\n"
-    assert server._streams and server._server.connections
+    assert server._streams and server.open_connections
     connection.close()
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and (server._streams or server._server.connections):
+    while time.monotonic() < deadline and (server._streams or server.open_connections):
         time.sleep(0.05)
     assert not server._streams, "the follow stream did not notice its client left"
-    assert not server._server.connections, "the connection thread did not end"
+    assert not server.open_connections, "the connection thread did not end"
 
 
 def test_stop_ends_follow_streams_and_joins(serve, backend, pki, admin_cert):
@@ -159,19 +159,18 @@ def test_stats_summary(serve, get, pods, admin_cert):
     assert web["process_stats"]["process_count"] >= 2
 
 
-def test_stats_are_measured_once_per_second_for_many_scrapers(serve, get, pods, admin_cert):
-    server = serve(pods, stats_ttl=1.0)
-    calls = pods.usage_calls
+def test_scrapers_within_the_cache_window_share_one_measurement(serve, get, pods, admin_cert):
+    server = serve(pods, stats_ttl=30.0)  # a window no loaded machine can overrun
     results = []
-    threads = [threading.Thread(target=lambda: results.append(get(server, "/stats/summary", cert=admin_cert)[0]))
+    threads = [threading.Thread(target=lambda: results.append(get(server, "/stats/summary", cert=admin_cert)))
                for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    get(server, "/metrics/resource", cert=admin_cert)
-    assert results == [200] * 8
-    assert pods.usage_calls - calls == 1
+    assert [r[0] for r in results] == [200] * 8
+    nodes = {json.dumps(json.loads(r[2])["node"]["cpu"], sort_keys=True) for r in results}
+    assert len(nodes) == 1, "concurrent scrapers were measured separately"
 
 
 def test_busy_container_cpu_moves_and_usage_nano_cores_follows(serve, get, pods, admin_cert):
@@ -182,11 +181,13 @@ def test_busy_container_cpu_moves_and_usage_nano_cores_follows(serve, get, pods,
         web = next(p for p in summary["pods"] if p["podRef"]["name"] == "web")
         return next(c for c in web["containers"] if c["name"] == "busy")["cpu"]
 
-    first = busy()
-    time.sleep(0.5)
-    second = busy()
+    first = second = busy()
+    deadline = time.monotonic() + 15  # the runtime measures in the background, every few seconds
+    while time.monotonic() < deadline and second["usageCoreNanoSeconds"] - first["usageCoreNanoSeconds"] < 0.03e9:
+        time.sleep(0.5)
+        second = busy()
     assert second["usageCoreNanoSeconds"] - first["usageCoreNanoSeconds"] > 0.03e9  # it burns CPU
-    assert second["usageNanoCores"] > 0.05e9  # the rate over the last half second, not a lifetime average
+    assert second["usageNanoCores"] > 0.05e9  # the rate between two measurements, not a lifetime average
 
 
 def test_metrics_resource_is_prometheus_text(serve, get, pods, admin_cert):
@@ -235,19 +236,21 @@ def test_idle_and_silent_clients_are_dropped(serve, pods):
     silent.close()
 
 
-def test_connection_limit(serve, get, pods):
-    server = serve(pods, max_connections=2, handshake_timeout=2)
-    holders = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
-    time.sleep(0.2)
+def test_connection_limit_refuses_only_when_every_connection_is_busy(serve, get, backend, pki, admin_cert):
+    backend.add_pod("ns2", "chatty", {"c": ["sh", "-c", "echo up; sleep 60"]})
+    server = serve(backend, max_connections=2)
+    streams = [_open_stream(server, pki, admin_cert, "/containerLogs/ns2/chatty/c?follow=true") for _ in range(2)]
+    for _connection, response in streams:
+        assert response.read1(1024) == b"up\n"
     extra = socket.create_connection(("127.0.0.1", server.port))
     extra.settimeout(2)
     try:
-        assert extra.recv(1) == b""  # refused at accept
+        assert extra.recv(1) == b""  # both connections are busy streaming: refused at accept
         assert server.rejected_connections >= 1
     finally:
         extra.close()
-        for sock in holders:
-            sock.close()
+        for connection, _response in streams:
+            connection.close()
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         try:
@@ -292,5 +295,5 @@ class LazyErrorBackend:
 
 def test_a_lazily_raised_backend_error_still_gets_its_status(serve, get, pods, admin_cert):
     server = serve(LazyErrorBackend(pods))
-    assert get(server, "/containerLogs/ns1/nope/app", cert=admin_cert)[:3:2] == (404, b'pod "nope" does not exist')
+    assert get(server, "/containerLogs/ns1/nope/app", cert=admin_cert)[:3:2] == (404, b'pod "nope" not found in namespace "ns1" on this node')
     assert get(server, "/containerLogs/ns1/web/app?tailLines=1", cert=admin_cert)[:3:2] == (200, b"line 10\n")

@@ -13,7 +13,7 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry
 
 from tools.kubelite.certs import ClusterPKI, write_pair
-from vkcmd.config import ConfigError
+from vkcmd.kubeletapi.tls import TLSFileError as ConfigError
 from vkcmd.kubeletapi import tls
 from vkcmd.kubeletapi.auth import Authenticator, Authorizer
 from vkcmd.kubeletapi.server import KubeletServer

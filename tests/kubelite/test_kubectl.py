@@ -31,7 +31,7 @@ def test_examples_are_the_shared_ones():
     if not shared.is_dir():
         pytest.skip("no shared examples on this machine")
     names = sorted(p.name for p in shared.glob("*.yaml"))
-    assert names == sorted(p.name for p in EXAMPLES.glob("*.yaml"))
+    assert set(names) <= {p.name for p in EXAMPLES.glob("*.yaml")}  # the project may add its own beside them
     for n in names:
         assert filecmp.cmp(shared / n, EXAMPLES / n, shallow=False), n
 

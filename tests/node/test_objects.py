@@ -199,7 +199,15 @@ def test_staging_never_waits_for_an_api_that_does_not_answer(control_plane, tmp_
 
     silent = socket.create_server(("127.0.0.1", 0))
     held = []
-    accepting = threading.Thread(target=lambda: held.extend(iter(lambda: silent.accept()[0], None)), daemon=True)
+
+    def hold():
+        while True:
+            try:
+                held.append(silent.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    accepting = threading.Thread(target=hold, daemon=True)
     accepting.start()
     config = yaml.safe_load(open(control_plane.kubeconfig))
     config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{silent.getsockname()[1]}"
@@ -219,8 +227,28 @@ def test_staging_never_waits_for_an_api_that_does_not_answer(control_plane, tmp_
             assert time.monotonic() - started < 1.0
             assert waiting.value.cause == NOT_YET and waiting.value.reason == "ContainerCreating"
     finally:
+        try:
+            silent.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept
+        except OSError:
+            pass
         silent.close()
+        accepting.join(5)
+        assert not accepting.is_alive()
         for connection in held:
             connection.close()
         objects.stop()
         client.close()
+
+
+def test_an_object_read_for_a_pod_already_gone_is_dropped_once_unused(admin, namespace):
+    admin.create(path(resource="configmaps", namespace=namespace), {"metadata": {"name": "stray"}, "data": {}})
+    now = [0.0]
+    objects = ClusterObjects(admin, ttl=0.2, fresh_for=100.0, clock=lambda: now[0])
+    objects.start()
+    try:
+        read_when_ready(lambda: objects.config_map(namespace, "stray"))  # staging of a pod removed meanwhile
+        assert objects.watched() == 1
+        now[0] += 10.0  # unused for longer than 3 refresh intervals
+        wait_for(lambda: objects.watched() == 0, what="the stray object dropped")
+    finally:
+        objects.stop()

@@ -123,7 +123,7 @@ def test_deletion(current, deleted, removed, grace, reason, phase, fresh):
 ])
 def test_a_drain_ends_the_pod_failed_with_its_reason(current, fast, grace):
     got = decide.drain_ending(pod(), current, "WalltimeExpired", "walltime", fast)
-    assert got == Ending("WalltimeExpired", "walltime", grace, "Failed", delete=False)
+    assert got == Ending("WalltimeExpired", "walltime", grace, "Failed", delete=False, disruption=True)
 
 
 def test_a_drain_keeps_a_deletion_in_progress_and_hurry_cuts_the_grace():
@@ -189,3 +189,42 @@ def test_end_plan_abandons_the_waiting_and_tells_the_live_once():
     assert not plan.settled
     settled = record(pod(apps=2), {"c0": EXITED_OK})
     assert decide.end_plan(list(settled.containers()), ending).settled
+
+
+# --- sidecars (init containers with restartPolicy Always) ---------------------------------------
+
+def sidecar_pod(policy="Never"):
+    made = pod(policy, init=2, apps=1)
+    made["spec"]["initContainers"][0]["restartPolicy"] = "Always"
+    return made
+
+
+@pytest.mark.parametrize("states, start, started_ok", [
+    ({}, ["i0"], True),  # the sidecar first
+    ({"i0": (CS.RUNNING, None, False, None)}, [], False),  # running but not started (startup probe): wait
+    ({"i0": (CS.RUNNING, None, False, None)}, ["i1"], True),  # started: the next init container
+    ({"i0": (CS.RUNNING, None, False, None), "i1": EXITED_OK}, ["c0"], True),  # then the app, beside it
+    ({"i0": (CS.EXITED, 143, True, None), "i1": EXITED_OK, "c0": (CS.RUNNING, None, False, None)},
+     ["i0"], True),  # a sidecar that ended is restarted while the app runs
+])
+def test_sidecars_start_in_order_and_the_next_waits_for_started(states, start, started_ok):
+    made = record(sidecar_pod(), states)
+    made.init[0].started_ok = started_ok
+    plan = decide.start_plan(made.init, made.app, "Never", False, 0)
+    assert [c.name for c in plan.start] == start and not plan.complete
+
+
+def test_a_sidecar_always_restarts_and_the_pod_completes_with_its_main_containers():
+    assert decide.after_exit("Never", True, 0, 5.0, 0, BACKOFF, False, sidecar=True).again
+    assert not decide.after_exit("Never", True, 0, 5.0, 0, BACKOFF, True, sidecar=True).again
+    made = record(sidecar_pod(), {"i0": (CS.RUNNING, None, False, None), "i1": EXITED_OK, "c0": EXITED_OK})
+    assert decide.start_plan(made.init, made.app, "Never", False, 0).complete
+
+
+def test_sidecars_are_stopped_after_the_main_containers():
+    made = record(sidecar_pod(), {"i0": (CS.RUNNING, None, False, None), "i1": EXITED_OK,
+                                  "c0": (CS.RUNNING, None, False, None)})
+    ending = decide.sidecars_ending(made.pod)
+    assert [c.name for c in decide.end_plan(list(made.containers()), ending).terminate] == ["c0"]
+    made.app[0].machine.fire(CE.EXITED)
+    assert [c.name for c in decide.end_plan(list(made.containers()), ending).terminate] == ["i0"]

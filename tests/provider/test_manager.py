@@ -13,6 +13,7 @@ from tools.procs import processes_with, wait_until
 from vkcmd.pods import StaticResolver, Workspace
 from vkcmd.provider import PodManager
 from vkcmd.runtime import Runtime
+from vkcmd.runtime.probes import ProbeRunner
 
 
 class RecordingSink:
@@ -54,25 +55,28 @@ class FlakyResolver(StaticResolver):
 def provider(tmp_path):
     made = []
 
-    def make(resolver):
+    def make(resolver, probes=None):
         holder = {}
         runtime = Runtime(tmp_path / "state", on_exit=lambda report: holder["manager"].on_exit(report))
         sink = RecordingSink()
         manager = PodManager(runtime, Workspace(str(tmp_path / "ws")), resolver, sink, pod_ip="10.0.0.9",
                              home=str(tmp_path), base_env={"PATH": os.environ["PATH"],
-                                                           "VKCMD_TEST": str(tmp_path)})
+                                                           "VKCMD_TEST": str(tmp_path)},
+                             probes=probes)
         holder["manager"] = manager
         runtime.start()
         manager.start()
-        made.append((manager, runtime))
+        made.append((manager, runtime, probes))
         return manager, sink
 
     yield make
-    for manager, runtime in made:
+    for manager, runtime, probes in made:
         manager.stop()
         for pid in processes_with({"VKCMD_TEST": str(tmp_path)}):
             os.kill(pid, 9)
         runtime.stop()
+        if probes is not None:
+            probes.stop()
 
 
 def pod(name, command, **spec):
@@ -81,6 +85,11 @@ def pod(name, command, **spec):
                          "creationTimestamp": "2026-11-27T00:00:00Z"},
             "spec": {"restartPolicy": "Never", "nodeName": "n",
                      "containers": [{"name": "c", "image": "none", "command": command}], **spec}}
+
+
+def ready(manager, uid):
+    got = manager.status(uid)
+    return bool(got) and any(c["type"] == "Ready" and c["status"] == "True" for c in got[1].get("conditions") or [])
 
 
 def phase(manager, uid):
@@ -162,3 +171,95 @@ def test_a_failing_sync_is_reported_and_retried(tmp_path, monkeypatch):
         wait_until(lambda: not runtime.runs(), 10, "the run killed")
         manager.stop()
         runtime.stop()
+
+
+def test_a_long_deadline_and_a_1s_probe_keep_the_timer_heap_bounded(provider):
+    probes = ProbeRunner(workers=2)
+    manager, sink = provider(StaticResolver(), probes)
+    body = pod("steady", ["sleep", "60"], activeDeadlineSeconds=86400)
+    body["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    uid = body["metadata"]["uid"]
+    manager.upsert(body)
+    wait_until(lambda: ready(manager, uid), 10, "Ready by its probe")
+    sizes = []
+    for _ in range(6):  # each probe result is a sync that re-adds the deadline and the next probe
+        time.sleep(1)
+        sizes.append(manager._queue.timers())
+    assert max(sizes) <= 3, sizes
+    manager.remove(body)
+
+
+class WedgingLogs:
+    """A LogWatcher whose first rotations fail the way a directory at ``stdout.previous`` once made them."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.rotations = 0
+
+    def watch(self, container_dir):
+        pass
+
+    def unwatch(self, container_dir):
+        pass
+
+    def notify(self, container_dir):
+        pass
+
+    def rotate(self, container_dir):
+        self.rotations += 1
+        if self.rotations <= self.failures:
+            raise IsADirectoryError(21, "Is a directory", os.path.join(container_dir, "stdout.previous"))
+
+
+def test_an_unexpected_failure_before_launch_waits_with_a_reason_and_is_retried_with_back_off(tmp_path, monkeypatch):
+    import vkcmd.provider.launch as launch_module
+
+    monkeypatch.setattr(launch_module, "CONFIG_RETRY", 0.3)
+    holder = {}
+    runtime = Runtime(tmp_path / "state", on_exit=lambda report: holder["m"].on_exit(report))
+    sink = RecordingSink()
+    logs = WedgingLogs(failures=3)
+    manager = PodManager(runtime, Workspace(str(tmp_path / "ws")), StaticResolver(), sink, pod_ip="10.0.0.9",
+                         home=str(tmp_path), base_env={"PATH": os.environ["PATH"]}, logs=logs,
+                         backoff_initial=0.01, backoff_max=5)
+    holder["m"] = manager
+    runtime.start()
+    manager.start()
+    try:
+        body = pod("wedged", ["sh", "-c", "test -e ran || { touch ran; exit 1; }"], restartPolicy="OnFailure")
+        uid = body["metadata"]["uid"]
+        manager.upsert(body)
+        # the restart's rotation fails: the container waits with the error, never stuck in Staging
+        wait_until(lambda: (manager.status(uid) or [None, {}])[1].get("containerStatuses", [{}])[0]
+                   .get("state", {}).get("waiting", {}).get("reason") == "CreateContainerError", 10,
+                   "a CreateContainerError waiting reason")
+        waiting = manager.status(uid)[1]["containerStatuses"][0]["state"]["waiting"]
+        assert "stdout.previous" in waiting["message"]
+        assert any(e[2] == "Failed" and "Is a directory" in e[3] for e in sink.events)
+        started = time.monotonic()
+        wait_until(lambda: phase(manager, uid) == "Succeeded", 15, "Succeeded once the rotation works")
+        # three failures retried after 0.3, 0.6 and 1.2 s: backed off, not hammered
+        assert logs.rotations == 4 and time.monotonic() - started >= 1.0
+    finally:
+        manager.stop()
+        runtime.stop()
+
+
+def test_a_drain_is_applied_by_the_pod_worker_and_never_rewrites_an_ended_pod(provider):
+    manager, sink = provider(StaticResolver())
+    timed = pod("timed", ["sleep", "30"], activeDeadlineSeconds=1, terminationGracePeriodSeconds=1)
+    worker = pod("worker", ["sleep", "30"], terminationGracePeriodSeconds=1)
+    for body in (timed, worker):
+        manager.upsert(body)
+    wait_until(lambda: phase(manager, timed["metadata"]["uid"]) == "Failed", 15, "failed by its deadline")
+    wait_until(lambda: phase(manager, worker["metadata"]["uid"]) == "Running", 10, "worker running")
+    manager.end_all("WalltimeExpired", "the walltime is over", fast=False)
+    assert not manager.all_stopped()  # asked, not yet applied: a drain never sees a pod as done too early
+    wait_until(manager.all_stopped, 15, "every pod stopped")
+    ended = manager.status(timed["metadata"]["uid"])[1]
+    assert ended["reason"] == "DeadlineExceeded"  # ended before the drain: history is not rewritten
+    assert not any(c["type"] == "DisruptionTarget" for c in ended["conditions"])
+    drained = manager.status(worker["metadata"]["uid"])[1]
+    assert (drained["phase"], drained["reason"]) == ("Failed", "WalltimeExpired")
+    disruption = next(c for c in drained["conditions"] if c["type"] == "DisruptionTarget")
+    assert disruption["reason"] == "TerminationByKubelet" and disruption["message"] == "the walltime is over"

@@ -187,3 +187,14 @@ def test_monitor_under_another_shell(runtimes, shell):
     h.launch("p/d", ["echo", "x y"])
     assert h.exit().exit_code == 0 and h.out("p/d") == "x y\n"
     assert h.out("p/b", "stderr") == ""
+
+
+def test_the_subreaper_stub_leaves_the_environment_as_given(rt):
+    """The leader starts as a perl (or python) one-liner: variables that steer perl reach the
+    command unchanged, the stub's own do not, and a locale the host lacks makes no noise."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PERL5OPT": "-Mno::such::module",
+           "PERL5LIB": "/nowhere", "LC_ALL": "xx_XX.UTF-8", "PYTHONPATH": "/nowhere"}
+    rt.sh("p/env", 'echo "$PERL5OPT|$PERL5LIB|${PERL_BADLANG-unset}|$LC_ALL|$PYTHONPATH"', env=env)
+    assert rt.exit().exit_code == 0
+    assert rt.out("p/env") == "-Mno::such::module|/nowhere|unset|xx_XX.UTF-8|/nowhere\n"
+    assert rt.out("p/env", "stderr") == ""

@@ -128,3 +128,4 @@ def test_a_fifo_at_stdout_neither_blocks_nor_receives_the_output(rt):
         pytest.fail("launch blocked on a FIFO planted at stdout")
     thread.join()
     assert (d / "stdout").is_file() and (d / "stdout").read_text() == "through\n"
+

@@ -77,3 +77,28 @@ def test_shutdown_releases_waiters():
     queue.shutdown()
     waiter.join(2)
     assert results == [None]
+
+
+def test_a_key_keeps_only_its_earliest_delayed_add():
+    queue = WorkQueue("t")
+    for _ in range(1000):
+        queue.add_after("a", 100)  # a deadline re-added on every sync
+    for n in range(1000):
+        queue.add_after("b", 100 - n * 0.05)  # each earlier than the one before
+    assert queue.timers() == 2
+    queue.add_after("a", 0.05)
+    assert queue.get(timeout=2) == "a"  # the earlier add wins
+    queue.done("a")
+    assert queue.get(timeout=0.3) is None  # and the later ones of "a" are gone with it
+    queue.shutdown()
+
+
+def test_the_heap_stays_bounded_when_an_earlier_add_fires_and_the_later_is_re_added():
+    queue = WorkQueue("t")
+    for _ in range(50):  # a pod with a long deadline and a short probe period
+        queue.add_after("p", 3600)
+        queue.add_after("p", 0.01)
+        assert queue.get(timeout=2) == "p"
+        queue.done("p")
+    assert queue.timers() <= 1
+    queue.shutdown()

@@ -4,9 +4,12 @@ kubelite runs in its own process; this process is the node side: a real
 :class:`vkcmd.kube.objects.ClusterObjects` told of 1000 pods (as the pod watch
 would), reading their 2000 objects one by one through the real client. Printed:
 sockets, threads and RSS of this process, the time until every object is read,
-and the GETs of one TTL refresh round.
+and the GETs of one TTL refresh round. With ``--node``, a real ``python -m vkcmd`` runs
+the pods (each `sleep`, its script env from its own ConfigMap and Secret) and the
+figures are vkcmd's own: sockets to the API server, threads and RSS, with no pod
+and with all of them Running.
 
-    .venv/bin/python -m tools.bench.bench_objects [--pods 1000] [--ttl 20]
+    .venv/bin/python -m tools.bench.bench_objects [--pods 1000] [--ttl 20] [--node]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tools.bench.harness import ControlPlaneProcess, Report  # noqa: E402
+from tools.bench.harness import TOLERATION, ControlPlaneProcess, Report, VkNode  # noqa: E402
 from vkcmd.kube.client import KubeClient, path  # noqa: E402
 from vkcmd.kube.objects import ClusterObjects  # noqa: E402
 from vkcmd.pods.errors import ConfigError  # noqa: E402
@@ -37,6 +40,45 @@ def pod(i: int) -> dict:
             "spec": {"volumes": [{"name": "c", "configMap": {"name": f"cm-{i}"}},
                                  {"name": "s", "secret": {"secretName": f"s-{i}"}}],
                      "containers": [{"name": "c", "image": "none"}]}}
+
+
+def api_sockets(process: psutil.Process, url: str) -> int:
+    port = int(url.rsplit(":", 1)[1])
+    return len([c for c in process.net_connections("tcp") if c.raddr and c.raddr[1] == port])
+
+
+def node_run(args: argparse.Namespace, cp: ControlPlaneProcess, admin: KubeClient, workdir: Path,
+             report: Report) -> None:
+    """A real node running the pods: vkcmd's sockets, threads and RSS, before and with all Running."""
+    with VkNode(cp, workdir, name="vk-objects") as node:
+        vk = psutil.Process(node.pid)
+        time.sleep(2)
+        before = (api_sockets(vk, cp.url), vk.num_threads(), vk.memory_info().rss)
+        started = time.monotonic()
+        for i in range(args.pods):
+            admin.create(path(resource="pods", namespace=NAMESPACE), {
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"},
+                "spec": {"nodeName": node.name, "restartPolicy": "Never", "tolerations": [TOLERATION],
+                         "containers": [{"name": "c", "image": "none", "command": ["sleep", "600"],
+                                         "env": [{"name": "K", "valueFrom": {"configMapKeyRef": {
+                                             "name": f"cm-{i}", "key": "k"}}}],
+                                         "envFrom": [{"secretRef": {"name": f"s-{i}"}}]}]}})
+
+        def running() -> int:
+            items = admin.get(path(resource="pods", namespace=NAMESPACE))["items"]
+            return sum(1 for p in items if (p.get("status") or {}).get("phase") == "Running")
+
+        while running() < args.pods and time.monotonic() - started < 600:
+            time.sleep(2)
+        elapsed = time.monotonic() - started
+        time.sleep(args.ttl + 2)  # one refresh round of the 2N objects
+        after = (api_sockets(vk, cp.url), vk.num_threads(), vk.memory_info().rss)
+        report.figure(f"{args.pods} pods Running (own ConfigMap + Secret each)", elapsed, 600.0, "s")
+        report.info("vkcmd sockets to the API server", f"{before[0]} -> {after[0]}")
+        report.figure("vkcmd sockets to the API server with the pods", after[0], 40, "", "{:.0f}")
+        report.info("vkcmd threads", f"{before[1]} -> {after[1]}")
+        report.info("vkcmd RSS", f"{before[2] / 2 ** 20:.0f} -> {after[2] / 2 ** 20:.0f} MiB")
+        admin.delete(path(resource="namespaces", name=NAMESPACE))
 
 
 def all_read(objects: ClusterObjects, pods: int) -> bool:
@@ -52,7 +94,8 @@ def all_read(objects: ClusterObjects, pods: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=1000)
-    parser.add_argument("--ttl", type=float, default=20.0, help="refresh interval of the cache (s)")
+    parser.add_argument("--ttl", type=float, default=20.0, help="refresh interval of the in-process cache; with --node, how long to wait after all are Running (vkcmd refreshes every 60 s)")
+    parser.add_argument("--node", action="store_true", help="a real vkcmd node runs the pods")
     args = parser.parse_args(argv)
     report = Report()
     me = psutil.Process()
@@ -64,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                          {"metadata": {"name": f"cm-{i}"}, "data": {"k": "v" * 100}})
             admin.create(path(resource="secrets", namespace=NAMESPACE),
                          {"metadata": {"name": f"s-{i}"}, "stringData": {"k": "s" * 100}})
+        if args.node:
+            node_run(args, cp, admin, Path(workdir), report)
+            admin.close()
+            return 0 if all(row[3] != "MISS" for row in report.rows) else 1
         client = KubeClient.from_kubeconfig(cp.kubeconfig)
         base_rss, base_threads = me.memory_info().rss, threading.active_count()
         objects = ClusterObjects(client, ttl=args.ttl, fresh_for=args.ttl)
@@ -74,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         while not all_read(objects, args.pods):
             time.sleep(0.2)
         elapsed = time.monotonic() - started
-        sockets = len([c for c in me.net_connections("tcp") if c.raddr and c.raddr[1] == int(cp.url.rsplit(":", 1)[1])])
+        sockets = api_sockets(me, cp.url)
         report.info("objects kept", str(objects.watched()))
         report.figure(f"time until {2 * args.pods} objects read", elapsed, 60.0, "s")
         report.figure("sockets to the API server", sockets, 40, "", "{:.0f}")

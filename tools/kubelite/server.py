@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import csr, discovery, errors, logproxy, policy, reviews, selectors, subresources, tables
+from . import csr, discovery, errors, logproxy, policy, reviews, selectors, streamproxy, subresources, tables
 from .api import Api
 from .identity import TokenAuthenticator, User, user_from_peercert
 from .resources import Resource, lookup
@@ -431,6 +431,8 @@ class Handler(BaseHTTPRequestHandler):
         ns = route.namespace or ""
         if route.sub == "log":
             return self._logs(route, query)
+        if route.sub in ("exec", "attach", "portforward"):
+            return self._exec(route)
         entry = api.get(r, ns, route.name)
         if route.sub == "scale":
             return self._send_obj(200, subresources.scale_of(r, entry.obj))
@@ -451,6 +453,8 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         api = app.api
         r, ns, name = route.res, route.namespace or "", route.name
+        if route.sub in ("exec", "attach", "portforward"):
+            return self._exec(route)
         obj = self._decode(body)
         if route.sub == "binding":
             return self._send_obj(*subresources.bind(api, ns, name, obj))
@@ -618,6 +622,15 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             watcher.close()
+
+    def _exec(self, route: Route) -> None:
+        api = self.server.app.api
+        pod = api.get(route.res, route.namespace or "", route.name).obj
+        node = api.store.get("nodes", "", (pod.get("spec") or {}).get("nodeName") or "")
+        if node is None:
+            raise errors.bad_request(f"pod {route.name} does not have a host assigned")
+        path = streamproxy.kubelet_path(route.sub, pod, urlsplit(self.path).query)
+        streamproxy.splice(self, path, node.obj, self.server.app.kubelet_ctx)
 
     # -- pods/log --------------------------------------------------------------
     def _logs(self, route: Route, query: dict) -> None:

@@ -180,8 +180,8 @@ class ClusterObjects:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:  # not referenced by a pod we know of (yet): fetch it all the same
-                entry = self._entries[key] = _Entry(refs=1)
+            if entry is None:  # no pod we know of references it (yet, or any more): fetch it all the same,
+                entry = self._entries[key] = _Entry()  # and drop it once unused for a while
                 state = None
             else:
                 state = entry.state
@@ -208,6 +208,9 @@ class ClusterObjects:
         kind, namespace, name = key
         with self._lock:
             entry = self._entries.get(key)
+            if entry is not None and entry.refs <= 0 and self._clock() - entry.used_at > 3 * self._ttl:
+                del self._entries[key]
+                entry = None
             if entry is None:
                 return  # no pod references it any more
             before = (entry.state, _version(entry.obj))

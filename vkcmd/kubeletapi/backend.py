@@ -138,6 +138,26 @@ class UsageSnapshot:
     pods: Sequence[PodUsage] = field(default_factory=tuple)
 
 
+# --- exec ------------------------------------------------------------------------------
+
+class ExecTarget(Protocol):
+    """A running container a command can be started in (``Backend.exec_target``)."""
+
+    def start(self, command: Sequence[str], *, tty: bool, stdin: bool) -> Any:
+        """Start ``command`` as the container runs (its env, working directory, marker). The result has
+        ``process`` (a ``subprocess.Popen``), ``tty_fd`` (the pty's controller, or None) and
+        ``resize(width, height)``. Raises :class:`NonZeroExit` when the command cannot start."""
+        ...
+
+
+class NonZeroExit(ApiError):
+    """The command could not be started; answered as the exit code a shell gives (126, 127)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 # --- the protocol -----------------------------------------------------------------------
 
 class Backend(Protocol):
@@ -163,4 +183,17 @@ class Backend(Protocol):
         keeps yielding until the run ends or ``stop`` is set (the client left or
         the server stops); it must check ``stop`` at least every second.
         """
+        ...
+
+    def attach_output(self, namespace: str, pod: str, container: str) -> Any:
+        """A running container's output from now on: ``follow(name, stop)`` yields new bytes of
+        ``stdout`` or ``stderr`` until the run ends or ``stop`` is set; :class:`NotFound` if not running."""
+        ...
+
+    def pod_address(self, namespace: str, pod: str) -> str:
+        """The address the pod's ports are reached at on this node; :class:`NotFound` for no such pod."""
+        ...
+
+    def exec_target(self, namespace: str, pod: str, container: str) -> ExecTarget:
+        """The running container to exec in; :class:`NotFound` when it is not running on this node."""
         ...

@@ -8,7 +8,6 @@ helpers here (:meth:`Metrics.fsm_observer`, :meth:`Metrics.api_call`, ...).
 
 from __future__ import annotations
 
-import http.server
 import logging
 import threading
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -127,41 +126,16 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-class _ExporterHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "vkcmd"
-    sys_version = ""
-    timeout = 30
-    server: _ExporterServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if self.path.split("?", 1)[0] in ("/metrics", "/metrics/"):
-            body, content_type = exposition(self.server.registry)
-            status = 200
-        else:
-            body, content_type, status = b"404 page not found\n", "text/plain; charset=utf-8", 404
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("metrics exporter: " + format, *args)
-
-
-class _ExporterServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    registry: CollectorRegistry
-
-
 class MetricsExporter:
-    """Plain-HTTP ``/metrics`` for Prometheus on ``VK_METRICS_PORT`` (port 0 picks one: see ``.port``)."""
+    """Plain-HTTP ``/metrics`` for Prometheus on ``VK_METRICS_PORT`` (port 0 picks one: see ``.port``).
+
+    prometheus_client's own threaded server (``start_http_server``) over the registry passed in.
+    """
 
     def __init__(self, registry: CollectorRegistry, port: int, address: str = "0.0.0.0") -> None:
         self._registry = registry
         self._address = (address, port)
-        self._server: _ExporterServer | None = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -171,12 +145,8 @@ class MetricsExporter:
         return self._server.server_address[1]
 
     def start(self) -> None:
-        server = _ExporterServer(self._address, _ExporterHandler)
-        server.registry = self._registry
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="metrics-exporter", daemon=True)
-        self._thread.start()
+        self._server, self._thread = start_http_server(self._address[1], self._address[0], registry=self._registry)
+        self._thread.name = "metrics-exporter"
         log.info("metrics exporter listening", extra={"fields": {"port": self.port}})
 
     def stop(self, timeout: float = 5.0) -> None:

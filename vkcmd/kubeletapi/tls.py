@@ -3,8 +3,8 @@
 A given certificate and key are checked to be readable PEM that belong
 together; when none is given, a self-signed pair is generated with
 ``cryptography`` on first start and reused afterwards (key written 0600,
-atomically). Problems raise :class:`~vkcmd.config.ConfigError`, whose one line
-the entry point prints before exiting 2. The server context requires TLS 1.2+
+atomically). Problems raise :class:`TLSFileError` naming the setting at fault
+(``vkcmd.serving`` turns it into the config error the entry point prints). The server context requires TLS 1.2+
 and asks for (but does not require) a client certificate, so token callers can
 connect too.
 """
@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vkcmd.config import ConfigError
 
 log = logging.getLogger("vkcmd.kubeletapi.tls")
 
@@ -37,38 +36,48 @@ SELF_SIGNED_DAYS = 365
 RENEW_BEFORE = datetime.timedelta(days=7)
 
 
+class TLSFileError(ValueError):
+    """A certificate, key or CA file (named by its ``setting``) that TLS cannot serve with."""
+
+    def __init__(self, setting: str, value: str, accepted: str) -> None:
+        super().__init__(f"invalid setting {setting}={value!r}: {accepted}")
+        self.setting = setting
+        self.value = value
+        self.accepted = accepted
+
+
 def _pem_certificates(path: str, setting: str) -> list[x509.Certificate]:
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        raise ConfigError(setting, path, f"expected a readable PEM certificate file ({error.strerror})") from None
+        raise TLSFileError(setting, path, f"expected a readable PEM certificate file ({error.strerror})") from None
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
         certificates = []
     if not certificates:
-        raise ConfigError(setting, path, "expected a PEM certificate (no certificate found in the file)")
+        raise TLSFileError(setting, path, "expected a PEM certificate (no certificate found in the file)")
     return certificates
 
 
 def check_pair(cert_file: str, key_file: str) -> None:
-    """Raise ConfigError unless ``cert_file`` and ``key_file`` are readable PEM and belong together."""
+    """Raise TLSFileError unless ``cert_file`` and ``key_file`` are readable PEM and belong together."""
     certificate = _pem_certificates(cert_file, CERT_ENV)[0]
     try:
         key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
     except OSError as error:
-        raise ConfigError(KEY_ENV, key_file, f"expected a readable PEM private key file ({error.strerror})") from None
+        raise TLSFileError(KEY_ENV, key_file, f"expected a readable PEM private key file ({error.strerror})") from None
     except (ValueError, TypeError):
-        raise ConfigError(KEY_ENV, key_file, "expected an unencrypted PEM private key") from None
+        raise TLSFileError(KEY_ENV, key_file, "expected an unencrypted PEM private key") from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.PEM, public) != \
             certificate.public_key().public_bytes(serialization.Encoding.PEM, public):
-        raise ConfigError(KEY_ENV, key_file, f"expected the private key of the certificate {CERT_ENV}={cert_file} "
+        raise TLSFileError(KEY_ENV, key_file, f"expected the private key of the certificate {CERT_ENV}={cert_file} "
                                              "(this key does not match it)")
 
 
 def check_client_ca(ca_file: str) -> None:
-    """Raise ConfigError unless ``ca_file`` holds at least one PEM certificate."""
+    """Raise TLSFileError unless ``ca_file`` holds at least one PEM certificate."""
     _pem_certificates(ca_file, CA_ENV)
 
 
@@ -76,7 +85,7 @@ def _usable(cert_file: Path, key_file: Path, now: datetime.datetime) -> bool:
     try:
         check_pair(str(cert_file), str(key_file))
         certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except (ConfigError, ValueError, OSError):
+    except (TLSFileError, ValueError, OSError):
         return False
     return certificate.not_valid_after_utc - RENEW_BEFORE > now
 
@@ -110,7 +119,7 @@ def self_signed_pair(state_dir: str, node_name: str, addresses: Sequence[str] = 
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
-        raise ConfigError("VK_STATE_DIR", state_dir, f"expected a directory vkcmd can create ({error.strerror})") \
+        raise TLSFileError("VK_STATE_DIR", state_dir, f"expected a directory vkcmd can create ({error.strerror})") \
             from None
     cert_file, key_file = directory / SELF_SIGNED_CERT, directory / SELF_SIGNED_KEY
     if _usable(cert_file, key_file, now):
@@ -156,7 +165,7 @@ def serving_pair(cert_file: str | None, key_file: str | None, *, state_dir: str,
         return cert_file, key_file
     if cert_file or key_file:
         missing = KEY_ENV if cert_file else CERT_ENV
-        raise ConfigError(missing, "", f"expected {CERT_ENV} and {KEY_ENV} to be set together")
+        raise TLSFileError(missing, "", f"expected {CERT_ENV} and {KEY_ENV} to be set together")
     return self_signed_pair(state_dir, node_name, addresses)
 
 
@@ -169,14 +178,14 @@ def server_context(cert_file: str, key_file: str, client_ca_file: str | None) ->
         context.load_cert_chain(cert_file, key_file)
     except ssl.SSLError as error:
         check_pair(cert_file, key_file)  # names the file at fault when it can
-        raise ConfigError(CERT_ENV, cert_file, f"expected a certificate and key TLS can serve ({error.reason})") \
+        raise TLSFileError(CERT_ENV, cert_file, f"expected a certificate and key TLS can serve ({error.reason})") \
             from None
     if client_ca_file:
         check_client_ca(client_ca_file)
         try:
             context.load_verify_locations(cafile=client_ca_file)
         except ssl.SSLError as error:
-            raise ConfigError(CA_ENV, client_ca_file, f"expected PEM CA certificates ({error.reason})") from None
+            raise TLSFileError(CA_ENV, client_ca_file, f"expected PEM CA certificates ({error.reason})") from None
         context.verify_mode = ssl.CERT_OPTIONAL
     else:
         context.verify_mode = ssl.CERT_NONE

@@ -48,6 +48,7 @@ class ContainerView:
     ready: bool = False
     started: bool | None = None
     restarting: bool = False  # Exited but another run will follow (back-off)
+    sidecar: bool = False  # an init container with restartPolicy Always (runs beside the app containers)
 
 
 def _terminated(term: Termination) -> dict[str, Any]:
@@ -127,6 +128,10 @@ def pod_phase(restart_policy: str, init: Sequence[ContainerView], app: Sequence[
 
 
 def _init_done(view: ContainerView) -> bool:
+    """A regular init container succeeded; a sidecar has started (once is enough)."""
+    if view.sidecar:
+        return bool(view.started and view.state is ContainerState.RUNNING) or view.termination is not None \
+            or view.last_termination is not None
     return (view.state is ContainerState.EXITED and view.termination is not None
             and view.termination.exit_code == 0 and not view.restarting)
 
@@ -154,35 +159,47 @@ class Conditions:
 
 
 def pod_conditions(previous: Sequence[Mapping[str, Any]], now: float, init: Sequence[ContainerView],
-                   app: Sequence[ContainerView], phase: str) -> list[dict[str, Any]]:
-    """PodScheduled, Initialized, ContainersReady, Ready."""
+                   app: Sequence[ContainerView], phase: str, sandbox_ready: bool = True,
+                   disruption: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """PodReadyToStartContainers, PodScheduled, Initialized, ContainersReady, Ready; and
+    DisruptionTarget (reason, message) when the node ends the pod, as the kubelet's shutdown manager."""
     by_type = {c.get("type"): c for c in previous}
     initialized = all(_init_done(view) for view in init)
-    not_ready = [view.name for view in app if not (view.ready and view.state is ContainerState.RUNNING)]
+    not_ready = [view.name for view in [*(v for v in init if v.sidecar), *app]
+                 if not (view.ready and view.state is ContainerState.RUNNING)]
     terminal = phase in ("Succeeded", "Failed")
     containers_ready = not not_ready and not terminal
     reason = "PodCompleted" if terminal else "ContainersNotReady"
     message = "" if terminal else f"containers with unready status: [{' '.join(not_ready)}]"
     init_pending = [view.name for view in init if not _init_done(view)]
-    return Conditions(by_type).build(now, [
+    built = Conditions(by_type).build(now, [
+        ("PodReadyToStartContainers", sandbox_ready, "", ""),
         ("PodScheduled", True, "", ""),
         ("Initialized", initialized or terminal, "ContainersNotInitialized",
          f"containers with incomplete status: [{' '.join(init_pending)}]"),
         ("ContainersReady", containers_ready, reason, message),
         ("Ready", containers_ready, reason, message),
     ])
+    if disruption is not None:
+        before = by_type.get("DisruptionTarget") or {}
+        since = before.get("lastTransitionTime") if before.get("status") == "True" else None
+        built.append({"type": "DisruptionTarget", "status": "True", "reason": disruption[0],
+                      "message": disruption[1], "lastTransitionTime": since or rfc3339(now), "lastProbeTime": None})
+    return built
 
 
 def pod_status(pod: Mapping[str, Any], *, now: float, start_time: float, pod_ip: str,
                init: Sequence[ContainerView], app: Sequence[ContainerView], init_failed: bool = False,
-               reason: str = "", message: str = "", phase: str | None = None) -> dict[str, Any]:
+               reason: str = "", message: str = "", phase: str | None = None, sandbox_ready: bool = True,
+               disruption: tuple[str, str] | None = None) -> dict[str, Any]:
     """The whole status of ``pod``; ``phase``/``reason`` override the computed phase (deadline, drain)."""
     spec = pod.get("spec") or {}
     previous = pod.get("status") or {}
     computed = phase or pod_phase(spec.get("restartPolicy", "Always"), init, app, init_failed)
     status: dict[str, Any] = {
         "phase": computed,
-        "conditions": pod_conditions(previous.get("conditions") or [], now, init, app, computed),
+        "conditions": pod_conditions(previous.get("conditions") or [], now, init, app, computed, sandbox_ready,
+                                     disruption),
         "hostIP": pod_ip, "hostIPs": [{"ip": pod_ip}],
         "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
         "startTime": rfc3339(start_time),

@@ -148,13 +148,27 @@ def _stage(pod: dict, spec: dict, container: dict, namespace: str, pod_name: str
         if not argv:
             raise config_error(f'container "{name}" has no command, and its image "{image}" names no script volume')
     staged = StagedContainer(
-        argv=argv, env=env, cwd=os.path.dirname(script) if script else container_dir,
+        argv=argv, env=env, cwd=_working_dir(container, workspace, namespace, pod_name, name)
+        or (os.path.dirname(script) if script else container_dir),
         container_dir=container_dir, script=script, image_id=script or image,
         memory_limit_bytes=memory, cpu_limit_cores=cpu,
         skipped_env=environment.skipped, events=environment.events)
     log.debug("container staged", extra=fields(namespace=namespace, pod=pod_name, container=name,
                                                 mounts=len(mounts), script=script))
     return staged
+
+
+def _working_dir(container: Mapping, workspace: Workspace, namespace: str, pod: str, name: str) -> str:
+    """``workingDir`` re-rooted under the container directory, created if missing ("" when unset);
+    a link in it may lead to the pod's volumes, never out of the pod's directory."""
+    working = container.get("workingDir")
+    if not working:
+        return ""
+    try:
+        parts = relative_parts(working, "workingDir")
+        return ensure_dir(workspace.pod_dir(namespace, pod), ("containers", name, *parts), what="workingDir")
+    except WorkspaceError as error:
+        raise config_error(str(error)) from error
 
 
 # --- spec checks -----------------------------------------------------------------

@@ -19,6 +19,7 @@ from vkcmd.provider.records import ContainerRecord, Ending, grace_period
 
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+DISRUPTION_REASON = "TerminationByKubelet"  # the kubelet's node shutdown manager's reason
 
 
 def restart_policy(pod: dict[str, Any]) -> str:
@@ -38,15 +39,17 @@ class AfterExit:
 
 
 def after_exit(policy: str, init: bool, exit_code: int, ran: float, crashes: int, backoff: tuple[float, float],
-               ending: bool) -> AfterExit:
+               ending: bool, sidecar: bool = False) -> AfterExit:
     """restartPolicy and CrashLoopBackOff for a run that ended with ``exit_code`` after ``ran`` seconds.
 
     An init container runs again only after a failure (unless Never, which fails the pod);
-    nothing runs again once the pod is ending.
+    a sidecar always runs again; nothing runs again once the pod is ending.
     """
     if ending:
         return AfterExit(False, crashes, 0.0)
-    if init:
+    if sidecar:
+        again, failed = True, False
+    elif init:
         again = exit_code != 0 and policy != "Never"
         failed = exit_code != 0 and policy == "Never"
     else:
@@ -80,10 +83,10 @@ def check_ending(pod: dict[str, Any], *, removed: bool, current: Ending | None, 
             return EndingCheck(Ending("", "", grace, None, delete=True), begun=True)
         if not current.delete:
             return EndingCheck(Ending(current.reason, current.message, min(grace, current.grace), current.phase,
-                                      delete=True), begun=True)
+                                      delete=True, disruption=current.disruption), begun=True)
         shorter = float(meta.get("deletionGracePeriodSeconds", current.grace))
         if shorter < current.grace:  # a second delete with a shorter grace: every container is told again
-            return EndingCheck(dataclasses.replace(current, grace=shorter, signalled=set()))
+            return EndingCheck(dataclasses.replace(current, grace=shorter, signalled=set(), prestop={}))
         return EndingCheck(current)
     deadline = spec.get("activeDeadlineSeconds")
     if current is not None or not active or deadline is None:
@@ -101,12 +104,18 @@ def drain_ending(pod: dict[str, Any], current: Ending | None, reason: str, messa
     a deletion in progress keeps its own."""
     if current is not None and current.delete:
         return None
-    return Ending(reason, message, 0.0 if fast else grace_period(pod), "Failed", delete=False)
+    return Ending(reason, message, 0.0 if fast else grace_period(pod), "Failed", delete=False, disruption=True)
+
+
+def sidecars_ending(pod: dict[str, Any]) -> Ending:
+    """The main containers are done but sidecars run: they are stopped with the pod's grace, and
+    the pod's phase is then the main containers' (no reason of its own)."""
+    return Ending("", "", grace_period(pod), None, delete=False)
 
 
 def hurried(current: Ending) -> Ending:
     """The same ending with no grace left: every container is told again, to die now."""
-    return dataclasses.replace(current, grace=0.0, signalled=set())
+    return dataclasses.replace(current, grace=0.0, signalled=set(), prestop={})
 
 
 @dataclass(frozen=True)
@@ -119,9 +128,11 @@ class EndPlan:
 
 
 def end_plan(containers: Sequence[ContainerRecord], ending: Ending) -> EndPlan:
+    """Sidecars are told only once every other container has stopped (as the kubelet ends them last)."""
     abandon = tuple(c for c in containers if c.state in CONTAINER_WAITING)
     live = [c for c in containers if c.state in CONTAINER_LIVE]
-    terminate = tuple(c for c in live if c.key not in ending.signalled)
+    first = [c for c in live if not c.sidecar] or live
+    terminate = tuple(c for c in first if c.key not in ending.signalled)
     return EndPlan(abandon, terminate, settled=not live)
 
 
@@ -138,26 +149,34 @@ class StartPlan:
 
 def start_plan(init: Sequence[ContainerRecord], app: Sequence[ContainerRecord], policy: str,
                init_failed: bool, now: float) -> StartPlan:
-    """Init containers one at a time in order, then every app container; a container in back-off
-    waits for ``restart_at``."""
+    """Init containers one at a time in order (the next one waits for a sidecar to have started),
+    then every app container beside the sidecars; a container in back-off waits for ``restart_at``."""
     if init_failed:
         return StartPlan(complete=True)
-    for container in init:
-        if container.succeeded():
-            continue
-        if container.state in CONTAINER_LIVE:
-            return StartPlan()
-        due, wait = _due(container, now)
-        return StartPlan(start=(container,) if due else (), wake_in=wait)
     start, waits = [], []
-    for container in app:
+
+    def consider(container: ContainerRecord) -> None:
         due, wait = _due(container, now)
         if due:
             start.append(container)
         if wait is not None:
             waits.append(wait)
-    return StartPlan(start=tuple(start), wake_in=min(waits, default=None),
-                     complete=not start and app_done(app, policy))
+
+    for container in init:
+        if container.sidecar and (container.started or container.termination is not None
+                                  or container.restart_count > 0):
+            if container.state not in CONTAINER_LIVE:
+                consider(container)  # a sidecar that has run: restarted (with back-off), the others go on
+            continue
+        if not container.sidecar and container.succeeded():
+            continue
+        if container.state not in CONTAINER_LIVE:
+            consider(container)
+        return StartPlan(start=tuple(start), wake_in=min(waits, default=None))  # the next waits for this one
+    for container in app:
+        consider(container)
+    done = not start and app_done(app, policy)
+    return StartPlan(start=tuple(start), wake_in=min(waits, default=None), complete=done)
 
 
 def app_done(app: Sequence[ContainerRecord], policy: str) -> bool:

@@ -19,6 +19,7 @@ from vkcmd.pods.errors import NOT_YET
 from vkcmd.pods.podstatus import Termination
 from vkcmd.provider import decide
 from vkcmd.provider.records import ContainerRecord, PodRecord
+from vkcmd.provider.termination import prepare as prepare_message, termination_message
 from vkcmd.runtime import ExitReport, LaunchError, LaunchSpec, Recovered, Runtime
 
 log = logging.getLogger("vkcmd.provider")
@@ -99,15 +100,19 @@ class Launcher:
         if report is None:
             return
         started = report.started_at or container.started_at
+        message = report.message
+        if container.container_dir and report.reason != "StartError":
+            message = termination_message(container.container_dir, container.spec, report.exit_code) or message
         container.termination = Termination(
             exit_code=report.exit_code, reason=report.reason, started_at=started,
-            finished_at=report.finished_at or now, message=report.message, signal=report.signal,
+            finished_at=report.finished_at or now, message=message, signal=report.signal,
             container_id=container.container_id)
         container.started_at = None
         ran = (report.finished_at or now) - (started or now)
         after = decide.after_exit(decide.restart_policy(record.pod), container.init, report.exit_code, ran,
                                   container.crashes, self._backoff,
-                                  ending=record.ending is not None or self._stopped.is_set())
+                                  ending=record.ending is not None or self._stopped.is_set(),
+                                  sidecar=container.sidecar)
         container.restarting = after.again
         record.init_failed = record.init_failed or after.init_failed
         if not after.again:
@@ -136,7 +141,10 @@ class Launcher:
         except Exception as error:  # a cache, the disk, a bug: the container waits with the reason, retried
             log.exception("starting %s failed", container.machine.id)
             if container.state is CS.STAGING:
-                self._wait_and_retry(record, container, "CreateContainerError", str(error) or type(error).__name__)
+                container.start_failures += 1
+                delay = min(CONFIG_RETRY * 2 ** (container.start_failures - 1), self._backoff[1])
+                self._wait_and_retry(record, container, "CreateContainerError",
+                                     str(error) or type(error).__name__, delay)
 
     def _stage_and_launch(self, record: PodRecord, container: ContainerRecord, now: float) -> None:
         try:
@@ -151,6 +159,7 @@ class Launcher:
         container.image_id = staged.image_id
         if self._logs is not None and container.termination is not None:
             self._logs.rotate(staged.container_dir)  # the run before becomes "previous"
+        prepare_message(staged.container_dir, container.spec)
         spec = LaunchSpec(key=container.key, argv=staged.argv, env=staged.env, cwd=staged.cwd,
                           container_dir=staged.container_dir, memory_limit_bytes=staged.memory_limit_bytes,
                           cpu_limit_cores=staged.cpu_limit_cores)
@@ -169,6 +178,8 @@ class Launcher:
             container.last_termination = container.termination
         container.termination = None
         container.restarting = False
+        container.start_failures = 0
+        container.prestop = None
         container.run_id = info.run_id
         container.started_at = info.started_at
         container.container_id = f"vkcmd://{info.pgid}"
@@ -182,13 +193,14 @@ class Launcher:
         self._sink.event(record.pod, NORMAL, "Started", f"Started container {container.name}", container.name)
 
     def _wait_and_retry(self, record: PodRecord, container: ContainerRecord, reason: str, message: str,
-                        event: bool = True) -> None:
-        """Staging failed (or waits on the resolver): the container waits with ``reason``, staged again later."""
+                        delay: float = CONFIG_RETRY, event: bool = True) -> None:
+        """Staging failed (or waits on the resolver): the container waits with ``reason`` and is
+        staged again after ``delay``."""
         container.machine.fire(CE.CONFIG_ERROR, reason=message)
         container.waiting_reason, container.waiting_message = reason, message
         if event:
             self._sink.event(record.pod, WARNING, "Failed", f"Error: {message}", container.name)
-        self._wake(record.uid, CONFIG_RETRY)
+        self._wake(record.uid, delay)
 
 
 def _api_container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:

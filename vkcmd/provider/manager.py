@@ -25,9 +25,10 @@ from vkcmd.pods import Resolver, Workspace
 from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
 from vkcmd.provider import decide
+from vkcmd.provider.hooks import HOOKS, Hooks
 from vkcmd.provider.launch import Launcher, LogWatcher
 from vkcmd.provider.probing import ProbeItem, Prober
-from vkcmd.provider.records import PodRecord, grace_period, new_record
+from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period, new_record
 from vkcmd.runtime import ExitReport, Recovered, Runtime
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
@@ -92,7 +93,9 @@ class PodManager:
                                   backoff=(backoff_initial, backoff_max), logs=logs, metrics=metrics, clock=clock,
                                   wake=self._queue.add_after, stopped=self._stopped)
         self._prober = Prober(probes, post=self._post_probe, wake=self._queue.add_after, event=sink.event,
-                              terminate=lambda key, grace: runtime.terminate(key, grace), clock=clock)
+                              terminate=self._kill_for_probe, clock=clock,
+                              pod_ip=pod_ip)
+        self._hooks = Hooks(probes, post=self._post_probe, wake=self._queue.add_after, pod_ip=pod_ip)
 
     # --- life ------------------------------------------------------------------------------
 
@@ -267,8 +270,11 @@ class PodManager:
         now = self._clock()
         for report in exits:
             self._launcher.apply_exit(record, report, now)
-        for item in results:
-            self._prober.apply(record, item)
+        for item in results + self._hooks.slept(record, now):
+            if item[2] in HOOKS:
+                self._apply_hook(record, item, now)
+            else:
+                self._prober.apply(record, item)
         self._check_ending(record, pod, removed, drain, hurry, now)
         if record.state is PS.ENDING:
             self._end(record, now)
@@ -314,8 +320,10 @@ class PodManager:
             if ending.grace > 0:
                 self._sink.event(record.pod, NORMAL, "Killing", f"Stopping container {container.name}",
                                  container.name)
-            self._runtime.terminate(container.key, ending.grace,
-                                    on_done=lambda _key, uid=record.uid: self._queue.add(uid))
+                if self._hooks.start(record, container, "preStop", ending.grace, now):
+                    ending.prestop[container.key] = now  # SIGTERM once it is done, with the grace left
+                    continue
+            self._terminate(record, container, ending.grace)
         if not plan.settled:
             return
         if not ending.delete:
@@ -341,17 +349,61 @@ class PodManager:
         if not removed:
             self._sink.pod_gone(record.pod, final)
 
+    def _terminate(self, record: PodRecord, container: ContainerRecord, grace: float) -> None:
+        self._runtime.terminate(container.key, grace, on_done=lambda _key, uid=record.uid: self._queue.add(uid))
+
+    def _apply_hook(self, record: PodRecord, item: tuple, now: float) -> None:
+        """A hook finished: a failed postStart kills its container; a preStop lets the SIGTERM go."""
+        key, run_id, which, result = item
+        container = record.by_key(key)
+        if container is None or container.run_id != run_id:
+            return
+        label = "PostStart" if which == "postStart" else "PreStop"
+        if not result.ok:
+            self._sink.event(record.pod, WARNING, f"Failed{label}Hook",
+                             f"{label}Hook failed for container {container.name}: {result.output.strip()}",
+                             container.name)
+        if which == "postStart":
+            container.post_start_pending = False
+            if not result.ok and container.state is CS.RUNNING and record.ending is None:
+                self._terminate(record, container, grace_period(record.pod))
+            return
+        ending = record.ending
+        if ending is not None and key in ending.prestop:
+            began = ending.prestop.pop(key)
+            self._terminate(record, container, max(0.0, ending.grace - (now - began)))
+        elif container.prestop is not None:
+            (began, grace), container.prestop = container.prestop, None
+            self._terminate(record, container, max(0.0, grace - (now - began)))
+
+    def _kill_for_probe(self, record: PodRecord, container: ContainerRecord, grace: float) -> None:
+        """A liveness or startup probe failed for good: preStop first (if any), then the SIGTERM."""
+        now = self._clock()
+        if container.prestop is None and grace > 0 and self._hooks.start(record, container, "preStop", grace, now):
+            container.prestop = (now, grace)
+            return
+        self._terminate(record, container, grace)
+
     def _advance(self, record: PodRecord, now: float) -> None:
         """Start whatever should run now: init containers in order, then the app containers."""
         policy = decide.restart_policy(record.pod)
         plan = decide.start_plan(record.init, record.app, policy, record.init_failed, now)
         for container in plan.start:
             self._launcher.start(record, container, now)
+            if container.state is CS.RUNNING:
+                container.post_start_pending = self._hooks.start(record, container, "postStart",
+                                                                 grace_period(record.pod), now)
         if plan.wake_in is not None:
             self._queue.add_after(record.uid, plan.wake_in)
-        if plan.complete or (plan.start and decide.app_done(record.app, policy)):
-            record.machine.fire(PE.COMPLETE, reason="init container failed" if record.init_failed
-                                else f"every container done (restartPolicy {policy})")
+        if not (plan.complete or (plan.start and decide.app_done(record.app, policy))):
+            return
+        if record.live():  # the main containers are done: the sidecars are stopped, then the pod ends
+            record.ending = decide.sidecars_ending(record.pod)
+            record.machine.fire(PE.END, reason="main containers done: stopping the sidecars")
+            self._end(record, now)
+            return
+        record.machine.fire(PE.COMPLETE, reason="init container failed" if record.init_failed
+                            else f"every container done (restartPolicy {policy})")
 
     def _publish(self, record: PodRecord, now: float) -> None:
         with self._lock:
@@ -365,7 +417,9 @@ class PodManager:
         status = pod_status(current, now=now, start_time=record.start_time, pod_ip=self._pod_ip,
                             init=[c.view() for c in record.init], app=[c.view() for c in record.app],
                             init_failed=record.init_failed, reason=reason or "", message=message or "",
-                            phase=phase)
+                            phase=phase, sandbox_ready=record.state in POD_RUNNING or bool(record.live()),
+                            disruption=(decide.DISRUPTION_REASON, ending.message or ending.reason)
+                            if ending is not None and ending.disruption else None)
         with self._lock:
             changed = status != record.status
             previous, record.status = record.status, status

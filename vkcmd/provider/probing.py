@@ -1,4 +1,4 @@
-"""Exec probes of running containers, for the provider: when to run them and what their results mean.
+"""Probes of running containers (exec, httpGet, tcpSocket, grpc), for the provider: when to run them and what their results mean.
 
 The kubelet's prober semantics: initial delay, period, timeout, success and failure
 thresholds; startup gates liveness and readiness; readiness drives the container's
@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from vkcmd.machines import CONTAINER_LIVE
+from vkcmd.probing import network_check
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period
 from vkcmd.runtime.probes import ProbeResult, ProbeRunner
 
 NORMAL, WARNING = "Normal", "Warning"
+NETWORK_ACTIONS = ("httpGet", "tcpSocket", "grpc")
 LABELS = {"startup": "Startup", "liveness": "Liveness", "readiness": "Readiness"}
 
 ProbeItem = tuple[str, "str | None", str, ProbeResult]  # (runtime key, run id, kind, result)
@@ -31,8 +33,9 @@ class Prober:
 
     def __init__(self, runner: ProbeRunner | None, *, post: Callable[[str, ProbeItem], None],
                  wake: Callable[[str, float], None], event: Callable[..., None],
-                 terminate: Callable[[str, float], None], clock: Callable[[], float]) -> None:
+                 terminate: Callable[[PodRecord, ContainerRecord, float], None], clock: Callable[[], float], pod_ip: str) -> None:
         self._runner = runner
+        self._pod_ip = pod_ip
         self._post = post
         self._wake = wake
         self._event = event
@@ -45,7 +48,7 @@ class Prober:
             return
         soonest = None
         for container in record.containers():
-            if container.state not in CONTAINER_LIVE or not container.probes:
+            if container.state not in CONTAINER_LIVE or not container.probes or container.post_start_pending:
                 continue
             for kind, state in container.probes.items():
                 if kind != "startup" and not container.started_ok:
@@ -62,17 +65,23 @@ class Prober:
             self._wake(record.uid, max(0.0, soonest - now))
 
     def _start(self, record: PodRecord, container: ContainerRecord, kind: str, spec: dict[str, Any]) -> None:
-        command = (spec.get("exec") or {}).get("command")
         uid, key, run_id = record.uid, container.key, container.run_id
+        timeout = float(spec.get("timeoutSeconds") or 1)
 
         def done(result: ProbeResult) -> None:
             self._post(uid, (key, run_id, kind, result))
 
+        action = next((name for name in NETWORK_ACTIONS if spec.get(name) is not None), None)
+        if action is not None:
+            ports = container.spec.get("ports") or []
+            self._runner.call(lambda: network_check(spec[action], action, self._pod_ip, ports, timeout), done)
+            return
+        command = (spec.get("exec") or {}).get("command")
         if not command:
-            done(ProbeResult(True, "only exec probes run on vkcmd nodes; this probe is taken as passing"))
+            done(ProbeResult(False, "probe has no handler (exec, httpGet, tcpSocket or grpc)"))
             return
         env = {**container.env, "VKCMD_RUN": run_id or ""}
-        self._runner.submit(command, env, container.cwd or "/", float(spec.get("timeoutSeconds") or 1), done)
+        self._runner.submit(command, env, container.cwd or "/", timeout, done)
 
     def apply(self, record: PodRecord, item: ProbeItem) -> None:
         """Count one result: thresholds flip readiness and startup; liveness and startup failures
@@ -87,6 +96,9 @@ class Prober:
         state.in_flight = False
         spec = container.probe_spec(kind) or {}
         if result.ok:
+            if result.warning:
+                self._event(record.pod, WARNING, "ProbeWarning", f"{LABELS[kind]} probe warning: {result.warning}",
+                            container.name)
             state.successes, state.failures = state.successes + 1, 0
             if state.successes >= int(spec.get("successThreshold") or 1):
                 if kind == "readiness":
@@ -109,4 +121,4 @@ class Prober:
         self._event(record.pod, NORMAL, "Killing",
                     f"Container {container.name} failed {kind} probe, will be restarted", container.name)
         grace = spec.get("terminationGracePeriodSeconds")
-        self._terminate(container.key, float(grace) if grace is not None else grace_period(record.pod))
+        self._terminate(record, container, float(grace) if grace is not None else grace_period(record.pod))

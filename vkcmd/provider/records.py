@@ -47,6 +47,7 @@ class ContainerRecord:
     crashes: int = 0
     restart_at: float | None = None  # back-off ends (monotonic-free wall time)
     restarting: bool = False
+    start_failures: int = 0  # consecutive unexpected staging/launch failures (their retry backs off)
     termination: Termination | None = None
     last_termination: Termination | None = None
     waiting_reason: str = "ContainerCreating"
@@ -56,6 +57,9 @@ class ContainerRecord:
     probes: dict[str, ProbeState] = field(default_factory=dict)
     ready: bool = True  # readiness probe verdict (True when there is none)
     started_ok: bool = True  # startup probe passed (True when there is none)
+    post_start_pending: bool = False  # its postStart hook runs: not started, not probed yet
+    hook_sleeps: dict[str, float] = field(default_factory=dict)  # hook -> when its sleep action ends
+    prestop: tuple[float, float] | None = None  # (began, grace) of a preStop before a probe's kill
 
     def probe_spec(self, kind: str) -> dict[str, Any] | None:
         return self.spec.get(f"{kind}Probe")
@@ -78,10 +82,20 @@ class ContainerRecord:
             waiting_message=self.waiting_message, started_at=self.started_at,
             container_id=self.container_id, image_id=self.image_id, termination=self.termination,
             last_termination=self.last_termination,
-            ready=self.state is ContainerState.RUNNING and self.ready and self.started_ok,
-            started=self.state is ContainerState.RUNNING and self.started_ok,
-            restarting=self.restarting,
+            ready=self.started and self.ready,
+            started=self.started,
+            restarting=self.restarting, sidecar=self.sidecar,
         )
+
+    @property
+    def sidecar(self) -> bool:
+        """An init container with restartPolicy Always: started in order, then runs beside the app."""
+        return self.init and self.spec.get("restartPolicy") == "Always"
+
+    @property
+    def started(self) -> bool:
+        """Running and past its startup probe (what the next init container waits for)."""
+        return self.state is ContainerState.RUNNING and self.started_ok and not self.post_start_pending
 
     def succeeded(self) -> bool:
         return (self.state is ContainerState.EXITED and self.termination is not None
@@ -98,6 +112,8 @@ class Ending:
     phase: str | None  # the phase the pod ends in (None: computed from the containers)
     delete: bool  # remove the workspace and the API object afterwards
     signalled: set[str] = field(default_factory=set)  # runtime keys already told to terminate
+    disruption: bool = False  # the node ends the pod (a drain): the DisruptionTarget condition
+    prestop: dict[str, float] = field(default_factory=dict)  # runtime key -> when its preStop hook began
 
 
 @dataclass

@@ -157,13 +157,13 @@ def open_append(dfd: int, name: str, mode: int = 0o644) -> int:
         try:
             fd = os.open(name, flags | os.O_CREAT, mode, dir_fd=dfd)
         except OSError as err:
-            # ELOOP: a symlink; EISDIR: a directory; ENXIO: a FIFO without reader; others: a device
+            # ELOOP: a symlink; EISDIR: a directory; ENXIO: a FIFO without reader; ENODEV and the
+            # like: a device; EACCES: a file made unwritable
             if err.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.EACCES,
-                                 errno.EPERM, errno.EOPNOTSUPP):
+                                 errno.EPERM, errno.EOPNOTSUPP, errno.ETXTBSY):
                 raise
-            if is_regular(dfd, name):
+            if displace(dfd, name) is None:     # nothing there: the directory itself refuses
                 raise
-            displace(dfd, name)
             continue
         if stat.S_ISREG(os.fstat(fd).st_mode):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
