@@ -10,8 +10,9 @@ controllers a default cluster runs (scheduler, deployments, node lifecycle,
 ...). Everything lives in memory and is gone when it stops. Production is a
 real cluster.
 
-Layers: ``errors``/``resources``/``certs``/``tokens`` (leaves) <- ``store`` <-
-``strategy``, ``policy`` (seam to patch/selectors/admission/rbac) <- ``api``,
+Layers: ``errors``/``resources``/``certs``/``tokens``/``quantity``/``csr`` (leaves) <- ``store``
+<- ``nodegraph`` <- ``nodeauthz`` (Node authorizer), ``noderestriction`` <- ``strategy``,
+``policy`` (seam to patch/selectors/admission/rbac/Node authorizer/NodeRestriction) <- ``api``,
 ``subresources``, ``reviews``, ``tables``, ``discovery``, ``logproxy`` <-
 ``server`` (HTTP) <- :class:`ControlPlane` (wiring, this module).
 """
