@@ -381,3 +381,32 @@ def test_quantities_read_back_in_canonical_form(kube_client, namespace):
     res = core.read_namespaced_pod("q", namespace).spec.containers[0].resources
     assert res.requests == {"cpu": "500m", "memory": "1536Mi"}
     assert res.limits == {"cpu": "2", "memory": "2Gi"}
+
+
+def test_list_pages_with_limit_and_continue(kube_client, namespace, control_plane):
+    core = client.CoreV1Api(kube_client)
+    for i in range(5):
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": f"page-{i}"}})
+    total = len(core.list_namespaced_config_map(namespace).items)
+    seen, token, pages = [], None, 0
+    while True:
+        kwargs = {"_continue": token} if token else {}
+        got = core.list_namespaced_config_map(namespace, limit=2, **kwargs)
+        pages += 1
+        assert len(got.items) <= 2
+        seen += [c.metadata.name for c in got.items]
+        token = got.metadata._continue
+        if not token:
+            break
+        assert got.metadata.remaining_item_count == total - len(seen)
+    assert sorted(n for n in seen if n.startswith("page-")) == [f"page-{i}" for i in range(5)]
+    assert len(seen) == len(set(seen)) == total and pages == (total + 1) // 2
+    bad = base64.urlsafe_b64encode(json.dumps({"rv": 1, "start": ["", ""]}).encode()).decode()
+    bucket = control_plane.store._bucket("configmaps")
+    floor, bucket.floor = bucket.floor, 10 ** 9  # as after a compaction
+    try:
+        with pytest.raises(ApiException) as ei:
+            core.list_namespaced_config_map(namespace, limit=2, _continue=bad)
+        assert ei.value.status == 410
+    finally:
+        bucket.floor = floor

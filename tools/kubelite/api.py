@@ -10,6 +10,7 @@ entries or dicts; errors are :class:`~.errors.ApiError`. No HTTP here.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -78,6 +79,41 @@ class Api:
         if field is not None:
             entries = [e for e in entries if field.matches(e.obj)]
         return rv, entries
+
+    def list_page(self, res: Resource, ns: str | None, query: dict) -> tuple[int, list[Entry], str, int | None]:
+        """``limit``/``continue`` paging: (rv, page, continue token, remainingItemCount).
+
+        The token names the list's resourceVersion and the last key served; a token whose
+        resourceVersion is older than the kept history is expired (410), as after an etcd compaction.
+        """
+        token, limit_text = query.get("continue") or "", query.get("limit") or ""
+        try:
+            limit = int(limit_text) if limit_text else 0
+        except ValueError:
+            raise errors.bad_request(f"invalid limit: {limit_text!r}") from None
+        start: tuple[str, str] | None = None
+        token_rv = None
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(token.encode()))
+                token_rv, start = int(state["rv"]), (state["start"][0], state["start"][1])
+            except (ValueError, KeyError, TypeError, IndexError):
+                raise errors.bad_request("continue key is not valid: invalid continue token") from None
+            if token_rv < self.store.floor(res.key):
+                raise errors.gone("The provided continue parameter is too old to display a consistent list "
+                                  "result. You can start a new list without the continue parameter.")
+        rv, entries = self.list(res, ns, query)
+        if start is not None:
+            entries = [e for e in entries if (e.obj["metadata"].get("namespace", ""), e.obj["metadata"]["name"])
+                       > start]
+            rv = token_rv
+        if limit <= 0 or len(entries) <= limit:
+            return rv, entries, "", None
+        page = entries[:limit]
+        last = page[-1].obj["metadata"]
+        nxt = base64.urlsafe_b64encode(json.dumps({"rv": rv, "start": [last.get("namespace", ""),
+                                                                       last["name"]]}).encode()).decode()
+        return rv, page, nxt, len(entries) - limit
 
     def matcher(self, res: Resource, query: dict):
         """A predicate over objects for the request's selectors (None: everything matches)."""

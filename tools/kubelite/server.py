@@ -441,12 +441,15 @@ class Handler(BaseHTTPRequestHandler):
     def _do_list(self, route: Route, query: dict, body: bytes, user) -> None:
         api = self.server.app.api
         r = route.res
-        rv, entries = api.list(r, route.namespace, query)
+        rv, entries, token, remaining = api.list_page(r, route.namespace, query)
         if self._wants_table():
             return self._send_obj(200, tables.table(r.key, [e.obj for e in entries], include=self._include(),
-                                                    resource_version=str(rv)))
+                                                    resource_version=str(rv), continue_token=token))
+        meta = {"resourceVersion": str(rv)}
+        if token:
+            meta.update({"continue": token, "remainingItemCount": remaining})
         head = (b'{"kind":"' + r.list_kind.encode() + b'","apiVersion":"' + r.api_version.encode()
-                + b'","metadata":{"resourceVersion":"' + str(rv).encode() + b'"},"items":[')
+                + b'","metadata":' + encode(meta) + b',"items":[')
         self._send(200, head + b",".join(e.raw for e in entries) + b"]}")
 
     def _do_create(self, route: Route, query: dict, body: bytes, user) -> None:

@@ -182,6 +182,10 @@ class Store:
         items.sort(key=lambda kv: kv[0])
         return rv, [e for _, e in items]
 
+    def floor(self, key: str) -> int:
+        """Events of ``key`` at or below this resourceVersion may be gone (the compaction point)."""
+        return self._bucket(key).floor
+
     def revision(self, key: str) -> int:
         """The resourceVersion of the bucket's last change (0 when never written)."""
         h = self._bucket(key).history
