@@ -359,3 +359,54 @@ def test_dry_run_does_not_store(core, namespace):
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "dry"}}, dry_run="All")
     with pytest.raises(ApiException):
         core.read_namespaced_config_map("dry", namespace)
+
+
+def test_quantities_read_back_in_canonical_form(kube_client, namespace):
+    """As kube-apiserver stores them: pods "1000" -> "1k", "0.5" cpu -> "500m", "1024Mi" -> "1Gi"."""
+    core = client.CoreV1Api(kube_client)
+    name = f"quant-{namespace}"
+    core.create_node({"metadata": {"name": name}})
+    try:
+        core.patch_node_status(name, {"status": {"capacity": {"pods": "1000", "cpu": "4", "memory": "16384000Ki"},
+                                                 "allocatable": {"pods": "1000", "cpu": "3500m",
+                                                                 "memory": "1024Mi"}}})
+        status = core.read_node(name).status
+        assert status.capacity == {"pods": "1k", "cpu": "4", "memory": "16000Mi"}
+        assert status.allocatable == {"pods": "1k", "cpu": "3500m", "memory": "1Gi"}
+    finally:
+        core.delete_node(name)
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "q"}, "spec": {"containers": [{
+        "name": "c", "image": "x", "resources": {"requests": {"cpu": "0.5", "memory": "1.5Gi"},
+                                                 "limits": {"cpu": "2000m", "memory": "2048Mi"}}}]}})
+    res = core.read_namespaced_pod("q", namespace).spec.containers[0].resources
+    assert res.requests == {"cpu": "500m", "memory": "1536Mi"}
+    assert res.limits == {"cpu": "2", "memory": "2Gi"}
+
+
+def test_list_pages_with_limit_and_continue(kube_client, namespace, control_plane):
+    core = client.CoreV1Api(kube_client)
+    for i in range(5):
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": f"page-{i}"}})
+    total = len(core.list_namespaced_config_map(namespace).items)
+    seen, token, pages = [], None, 0
+    while True:
+        kwargs = {"_continue": token} if token else {}
+        got = core.list_namespaced_config_map(namespace, limit=2, **kwargs)
+        pages += 1
+        assert len(got.items) <= 2
+        seen += [c.metadata.name for c in got.items]
+        token = got.metadata._continue
+        if not token:
+            break
+        assert got.metadata.remaining_item_count == total - len(seen)
+    assert sorted(n for n in seen if n.startswith("page-")) == [f"page-{i}" for i in range(5)]
+    assert len(seen) == len(set(seen)) == total and pages == (total + 1) // 2
+    bad = base64.urlsafe_b64encode(json.dumps({"rv": 1, "start": ["", ""]}).encode()).decode()
+    bucket = control_plane.store._bucket("configmaps")
+    floor, bucket.floor = bucket.floor, 10 ** 9  # as after a compaction
+    try:
+        with pytest.raises(ApiException) as ei:
+            core.list_namespaced_config_map(namespace, limit=2, _continue=bad)
+        assert ei.value.status == 410
+    finally:
+        bucket.floor = floor

@@ -10,8 +10,9 @@ controllers a default cluster runs (scheduler, deployments, node lifecycle,
 ...). Everything lives in memory and is gone when it stops. Production is a
 real cluster.
 
-Layers: ``errors``/``resources``/``certs``/``tokens`` (leaves) <- ``store`` <-
-``strategy``, ``policy`` (seam to patch/selectors/admission/rbac) <- ``api``,
+Layers: ``errors``/``resources``/``certs``/``tokens``/``quantity``/``csr`` (leaves) <- ``store``
+<- ``nodegraph`` <- ``nodeauthz`` (Node authorizer), ``noderestriction`` <- ``strategy``,
+``policy`` (seam to patch/selectors/admission/rbac/Node authorizer/NodeRestriction) <- ``api``,
 ``subresources``, ``reviews``, ``tables``, ``discovery``, ``logproxy`` <-
 ``server`` (HTTP) <- :class:`ControlPlane` (wiring, this module).
 """
@@ -19,8 +20,10 @@ Layers: ``errors``/``resources``/``certs``/``tokens`` (leaves) <- ``store`` <-
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
 import os
+import secrets as _secrets
 import ssl
 import threading
 
@@ -40,6 +43,7 @@ __all__ = ["ControlPlane", "CertPair"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_NODE_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -58,7 +62,7 @@ class ControlPlane:
 
     def __init__(self, dir: str, port: int = 0, lease_grace: float = 40.0, scheduler: bool = True, *,
                  controllers: bool = True, watch_history: int = 10000, host: str = "127.0.0.1",
-                 bookmark_interval: float = 60.0):
+                 bookmark_interval: float = 60.0, csr_max_seconds: int = 365 * 24 * 3600):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.requested_port = port
@@ -67,6 +71,7 @@ class ControlPlane:
         self.run_controllers = controllers
         self.watch_history = watch_history
         self.bookmark_interval = bookmark_interval
+        self.csr_max_seconds = csr_max_seconds  # kube-controller-manager's --cluster-signing-duration
         self.port: int | None = None
         self.url: str | None = None
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
@@ -124,7 +129,8 @@ class ControlPlane:
         from . import controllers  # imported here: the controllers are API clients (kubernetes package)
 
         self._controllers = controllers.start(self.kubeconfig, lease_grace=self.lease_grace,
-                                              scheduler=self.scheduler)
+                                              scheduler=self.scheduler, csr_sign=self._pki.sign_request,
+                                              csr_max_seconds=self.csr_max_seconds)
 
     def stop(self) -> None:
         """Stop controllers, end watches and log streams, close connections, join threads."""
@@ -185,6 +191,31 @@ class ControlPlane:
             yaml.safe_dump(cfg, f, sort_keys=False)
         return path
 
+    def node_kubeconfig(self, path: str, node_name: str) -> str:
+        """A kubeconfig for the kubelet identity ``system:node:<node_name>`` (group ``system:nodes``)."""
+        return self.write_kubeconfig(path, f"system:node:{node_name}", ("system:nodes",))
+
+    def create_bootstrap_token(self, ttl: float | None = 3600.0, *,
+                               extra_groups=(DEFAULT_NODE_TOKEN_GROUP,)) -> str:
+        """A bootstrap token as ``kubeadm token create`` makes it (Secret in kube-system); returns the token."""
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        token_id = "".join(_secrets.choice(alphabet) for _ in range(6))
+        token_secret = "".join(_secrets.choice(alphabet) for _ in range(16))
+        data = {"token-id": token_id, "token-secret": token_secret, "usage-bootstrap-authentication": "true",
+                "usage-bootstrap-signing": "true", "auth-extra-groups": ",".join(extra_groups),
+                "description": "kubelite bootstrap token"}
+        if ttl is not None:
+            expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=ttl)
+            data["expiration"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.api.create(lookup("", "v1", "secrets"), "kube-system", {
+            "metadata": {"name": f"bootstrap-token-{token_id}"}, "type": "bootstrap.kubernetes.io/token",
+            "data": {k: _b64(v.encode()) for k, v in data.items()}})
+        return f"{token_id}.{token_secret}"
+
+    def bootstrap_kubeconfig(self, path: str, ttl: float | None = 3600.0) -> str:
+        """A new bootstrap token's kubeconfig, as ``kubeadm join`` writes ``bootstrap-kubelet.conf``."""
+        return self.write_kubeconfig(path, token=self.create_bootstrap_token(ttl))
+
     # -- bootstrap -------------------------------------------------------------
     def _bootstrap(self) -> None:
         ns_res = lookup("", "v1", "namespaces")
@@ -195,6 +226,7 @@ class ControlPlane:
                                                         "User", KUBELET_CLIENT_USER)))
         objects.append(("clusterrolebindings", _binding("kubeadm:cluster-admins", "cluster-admin", "Group",
                                                         "kubeadm:cluster-admins")))
+        objects.extend(_kubeadm_node_bindings())
         for plural, obj in objects:
             res = lookup("rbac.authorization.k8s.io", "v1", plural)
             try:
@@ -202,6 +234,25 @@ class ControlPlane:
             except errors.ApiError as e:
                 if e.code != 409:
                     raise
+
+
+def _kubeadm_node_bindings() -> list[tuple[str, dict]]:
+    """What ``kubeadm init`` creates so that bootstrap tokens can join nodes (TLS bootstrapping)."""
+    get_nodes = {"metadata": {"name": "kubeadm:get-nodes"},
+                 "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]}
+    return [
+        ("clusterroles", get_nodes),
+        ("clusterrolebindings", _binding("kubeadm:get-nodes", "kubeadm:get-nodes", "Group",
+                                         DEFAULT_NODE_TOKEN_GROUP)),
+        ("clusterrolebindings", _binding("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "Group",
+                                         DEFAULT_NODE_TOKEN_GROUP)),
+        ("clusterrolebindings", _binding("kubeadm:node-autoapprove-bootstrap",
+                                         "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                                         "Group", DEFAULT_NODE_TOKEN_GROUP)),
+        ("clusterrolebindings", _binding("kubeadm:node-autoapprove-certificate-rotation",
+                                         "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                                         "Group", "system:nodes")),
+    ]
 
 
 def _binding(name: str, role: str, kind: str, subject: str) -> dict:

@@ -10,11 +10,14 @@ entries or dicts; errors are :class:`~.errors.ApiError`. No HTTP here.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 
-from . import errors, policy, strategy
+from . import errors, policy, quantity, strategy
+from .nodeauthz import NodeAuthorizer
+from .nodegraph import NodeGraph
 from .resources import RESOURCES, Resource, by_key
 from .store import Entry, Store, StoreView, encode, rfc3339
 
@@ -56,6 +59,8 @@ class Api:
     def __init__(self, store: Store, clock=time.time):
         self.store = store
         self.view = StoreView(store)
+        self.node_graph = NodeGraph().attach(store)
+        self.view.node_authorizer = NodeAuthorizer(self.node_graph)
         self._clock = clock
 
     # -- reads ---------------------------------------------------------------
@@ -74,6 +79,41 @@ class Api:
         if field is not None:
             entries = [e for e in entries if field.matches(e.obj)]
         return rv, entries
+
+    def list_page(self, res: Resource, ns: str | None, query: dict) -> tuple[int, list[Entry], str, int | None]:
+        """``limit``/``continue`` paging: (rv, page, continue token, remainingItemCount).
+
+        The token names the list's resourceVersion and the last key served; a token whose
+        resourceVersion is older than the kept history is expired (410), as after an etcd compaction.
+        """
+        token, limit_text = query.get("continue") or "", query.get("limit") or ""
+        try:
+            limit = int(limit_text) if limit_text else 0
+        except ValueError:
+            raise errors.bad_request(f"invalid limit: {limit_text!r}") from None
+        start: tuple[str, str] | None = None
+        token_rv = None
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(token.encode()))
+                token_rv, start = int(state["rv"]), (state["start"][0], state["start"][1])
+            except (ValueError, KeyError, TypeError, IndexError):
+                raise errors.bad_request("continue key is not valid: invalid continue token") from None
+            if token_rv < self.store.floor(res.key):
+                raise errors.gone("The provided continue parameter is too old to display a consistent list "
+                                  "result. You can start a new list without the continue parameter.")
+        rv, entries = self.list(res, ns, query)
+        if start is not None:
+            entries = [e for e in entries if (e.obj["metadata"].get("namespace", ""), e.obj["metadata"]["name"])
+                       > start]
+            rv = token_rv
+        if limit <= 0 or len(entries) <= limit:
+            return rv, entries, "", None
+        page = entries[:limit]
+        last = page[-1].obj["metadata"]
+        nxt = base64.urlsafe_b64encode(json.dumps({"rv": rv, "start": [last.get("namespace", ""),
+                                                                       last["name"]]}).encode()).decode()
+        return rv, page, nxt, len(entries) - limit
 
     def matcher(self, res: Resource, query: dict):
         """A predicate over objects for the request's selectors (None: everything matches)."""
@@ -101,7 +141,7 @@ class Api:
                              "message": f"namespace {ns} is being terminated",
                              "field": "metadata.namespace"}]})
 
-    def create(self, res: Resource, ns: str, obj, *, dry_run: bool = False) -> dict:
+    def create(self, res: Resource, ns: str, obj, *, dry_run: bool = False, user=None) -> dict:
         """Create ``obj`` (decoded body) in ``ns``; returns the stored object."""
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
@@ -121,6 +161,8 @@ class Api:
         if res.namespaced:
             self.require_namespace(ns)
         strategy.prepare_create(res, obj)
+        quantity.canonicalize(res.key, obj)
+        policy.restrict(user, "create", res.key, None, obj, None, self.view)
         obj = policy.admit_create(res.key, obj, self.view)
         if dry_run:
             return obj
@@ -128,7 +170,7 @@ class Api:
 
     # -- update --------------------------------------------------------------
     def write(self, res: Resource, ns: str, name: str, sub: str | None, compute, *,
-              user_rv: int | None = None, dry_run: bool = False, admit: bool = True) -> Entry:
+              user_rv: int | None = None, dry_run: bool = False, admit: bool = True, user=None) -> Entry:
         """Read-modify-write with retry, like the apiserver's GuaranteedUpdate.
 
         ``compute(current_copy) -> new`` may raise. ``user_rv`` is the caller's precondition
@@ -161,8 +203,10 @@ class Api:
             if sub != "status":
                 strategy.default(res, new)
             new = strategy.prepare_update(res, cur.obj, new, sub)
+            quantity.canonicalize(res.key, new)
             strategy.validate(res, new, creating=False)
             if admit:
+                policy.restrict(user, "update", res.key, sub, new, cur.obj, self.view)
                 new = policy.admit_update(res.key if sub is None else f"{res.key}/{sub}", cur.obj, new, self.view)
             if _same(new, cur.obj):
                 return cur
@@ -186,14 +230,15 @@ class Api:
         return (res.key != "namespaces" and bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
                 and not meta.get("deletionGracePeriodSeconds"))
 
-    def update(self, res: Resource, ns: str, name: str, sub: str | None, body, *, dry_run=False) -> Entry:
+    def update(self, res: Resource, ns: str, name: str, sub: str | None, body, *, dry_run=False,
+               user=None) -> Entry:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
         user_rv = _rv((body.get("metadata") or {}).get("resourceVersion"))
-        return self.write(res, ns, name, sub, lambda cur: body, user_rv=user_rv, dry_run=dry_run)
+        return self.write(res, ns, name, sub, lambda cur: body, user_rv=user_rv, dry_run=dry_run, user=user)
 
     def patch(self, res: Resource, ns: str, name: str, sub: str | None, kind_of_patch: str, patch, *,
-              dry_run=False) -> tuple[int, Entry | dict]:
+              dry_run=False, user=None) -> tuple[int, Entry | dict]:
         """Apply a patch; server-side apply (``apply``) creates a missing object. Returns (code, result)."""
         user_rv = None
         if isinstance(patch, dict):
@@ -204,18 +249,20 @@ class Api:
             if sub is None and self.store.get(res.key, ns, name) is None:
                 body = json.loads(json.dumps(patch))
                 body.setdefault("metadata", {})["name"] = name
-                return 201, self.create(res, ns, body, dry_run=dry_run)
+                return 201, self.create(res, ns, body, dry_run=dry_run, user=user)
             kind_of_patch = "strategic"
         result = self.write(res, ns, name, sub, lambda cur: policy.apply_patch(kind_of_patch, cur, patch, res.kind),
-                            user_rv=user_rv, dry_run=dry_run)
+                            user_rv=user_rv, dry_run=dry_run, user=user)
         return 200, result
 
     # -- delete --------------------------------------------------------------
-    def delete(self, res: Resource, ns: str, name: str, opts: dict, *, dry_run: bool = False) -> dict:
+    def delete(self, res: Resource, ns: str, name: str, opts: dict, *, dry_run: bool = False, user=None,
+               sub: str | None = None) -> dict:
         """Delete with DeleteOptions ``opts``; returns the object (deleted, or marked for deletion)."""
         for _ in range(50):
             cur = self.get(res, ns, name)
             self._check_preconditions(res, cur, opts.get("preconditions") or {})
+            policy.restrict(user, "delete" if sub is None else "create", res.key, sub, None, cur.obj, self.view)
             if dry_run:
                 return cur.obj
             try:

@@ -77,16 +77,16 @@ class ClusterPKI:
     def ca_key_pem(self) -> bytes:
         return _key_pem(self._ca_key)
 
-    def _issue(self, subject: x509.Name, usage, sans: list | None = None) -> CertPair:
+    def _leaf(self, subject: x509.Name, public_key, usage, lifetime: datetime.timedelta):
+        """A builder for a CA-signed end-entity certificate (backdated 5 minutes for clock skew)."""
         now = datetime.datetime.now(datetime.timezone.utc)
-        key = _key()
-        builder = (
+        return (
             x509.CertificateBuilder()
             .subject_name(subject).issuer_name(self._ca_cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
                                          crl_sign=False, content_commitment=False, data_encipherment=False,
@@ -96,6 +96,10 @@ class ClusterPKI:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
                            critical=False)
         )
+
+    def _issue(self, subject: x509.Name, usage, sans: list | None = None) -> CertPair:
+        key = _key()
+        builder = self._leaf(subject, key.public_key(), usage, _VALIDITY)
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self._ca_key, hashes.SHA256())
@@ -117,6 +121,17 @@ class ClusterPKI:
     def issue_client_cert(self, cn: str, groups: tuple[str, ...] | list[str] = ()) -> CertPair:
         """A client certificate for user ``cn`` in ``groups`` (subject O=...), as the apiserver reads them."""
         return self._issue(_name(cn, tuple(groups)), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def sign_request(self, req: x509.CertificateSigningRequest, seconds: int, server: bool) -> bytes:
+        """Issue the PEM certificate for a CSR's subject, key and SANs, valid ``seconds`` (backdated 5 min)."""
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = self._leaf(req.subject, req.public_key(), usage, datetime.timedelta(seconds=seconds))
+        try:
+            sans = req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            builder = builder.add_extension(sans, critical=False)
+        except x509.ExtensionNotFound:
+            pass
+        return builder.sign(self._ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     def write(self, directory: str) -> tuple[str, str]:
         """Write ``ca.crt`` (0644) and ``ca.key`` (0600) into ``directory``; return both paths."""

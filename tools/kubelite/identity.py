@@ -9,11 +9,16 @@ answers with the same code. Knows no HTTP beyond a header value.
 
 from __future__ import annotations
 
+import base64
+import hmac
+import re
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .store import Store
-from .tokens import TokenInvalid, TokenSigner
+from .tokens import API_AUDIENCES, TokenInvalid, TokenSigner
 
 AUTHENTICATED = "system:authenticated"
 MASTERS = "system:masters"
@@ -56,6 +61,63 @@ def user_from_peercert(peercert: dict | None) -> User | None:
     return User(cn, tuple(orgs) + (AUTHENTICATED,))
 
 
+BOOTSTRAP_TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+BOOTSTRAP_SECRET_TYPE = "bootstrap.kubernetes.io/token"
+BOOTSTRAP_GROUP = "system:bootstrappers"
+_EXTRA_GROUP_RE = re.compile(r"^system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]$")
+
+
+def _secret_value(secret: dict, key: str) -> str:
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return ""
+    try:
+        return base64.b64decode(raw).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def bootstrap_user(token: str, store: Store, now: float | None = None) -> User | None:
+    """The user of a bootstrap token (``<id>.<secret>``) backed by ``kube-system/bootstrap-token-<id>``.
+
+    As kube-apiserver's bootstrap authenticator: the Secret's type, token-secret, expiration,
+    ``usage-bootstrap-authentication`` and ``auth-extra-groups`` decide; None when not valid.
+    """
+    m = BOOTSTRAP_TOKEN_RE.match(token)
+    if m is None:
+        return None
+    token_id, token_secret = m.groups()
+    entry = store.get("secrets", "kube-system", f"bootstrap-token-{token_id}")
+    if entry is None:
+        return None
+    secret = entry.obj
+    if secret.get("type") != BOOTSTRAP_SECRET_TYPE or secret["metadata"].get("deletionTimestamp"):
+        return None
+    if not hmac.compare_digest(_secret_value(secret, "token-secret").encode(), token_secret.encode()):
+        return None
+    if _secret_value(secret, "token-id") != token_id:
+        return None
+    expiration = _secret_value(secret, "expiration")
+    if expiration:
+        try:
+            expires = datetime.fromisoformat(expiration.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+        if (time.time() if now is None else now) >= expires:
+            return None
+    if _secret_value(secret, "usage-bootstrap-authentication") != "true":
+        return None
+    groups = [BOOTSTRAP_GROUP]
+    for g in _secret_value(secret, "auth-extra-groups").split(","):
+        g = g.strip()
+        if not g:
+            continue
+        if not _EXTRA_GROUP_RE.match(g):
+            return None
+        groups.append(g)
+    return User(f"system:bootstrap:{token_id}", tuple(groups) + (AUTHENTICATED,))
+
+
 class TokenAuthenticator:
     """Turns a bearer token into a :class:`User`, or raises :class:`TokenInvalid`.
 
@@ -70,6 +132,11 @@ class TokenAuthenticator:
         self._lock = threading.Lock()
 
     def authenticate(self, token: str, audiences: list[str] | None = None) -> tuple[User, list[str]]:
+        if BOOTSTRAP_TOKEN_RE.match(token):
+            user = bootstrap_user(token, self._store, self._signer.now())
+            if user is None:
+                raise TokenInvalid("invalid bootstrap token")
+            return user, list(audiences or API_AUDIENCES)
         key = token if not audiences else None
         hit = self._cache.get(key) if key else None
         if hit is not None and hit[0].raw.get("exp", 0) > self._signer.now():
@@ -97,5 +164,9 @@ class TokenAuthenticator:
                                    f"({claims.pod_uid})")
             extra["authentication.kubernetes.io/pod-name"] = [claims.pod_name]
             extra["authentication.kubernetes.io/pod-uid"] = [claims.pod_uid or ""]
+            node = (claims.raw.get("kubernetes.io") or {}).get("node") or {}
+            if node.get("name"):
+                extra["authentication.kubernetes.io/node-name"] = [node["name"]]
+                extra["authentication.kubernetes.io/node-uid"] = [node.get("uid", "")]
         groups = ("system:serviceaccounts", f"system:serviceaccounts:{claims.namespace}", AUTHENTICATED)
         return User(claims.username, groups, claims.sa_uid, extra), matched

@@ -6,7 +6,7 @@ HTTP edge maps one error type.
 
 from __future__ import annotations
 
-from . import admission, errors, rbac, selectors
+from . import admission, errors, noderestriction, rbac, selectors
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 
@@ -67,6 +67,11 @@ def admit_create(resource: str, obj: dict, view) -> dict:
         raise _admission_error(e) from None
 
 
+def restrict(user, op: str, resource: str, sub: str | None, obj: dict | None, old: dict | None, view) -> None:
+    """NodeRestriction: a 403 when a node identity reaches beyond its own objects."""
+    noderestriction.admit(user, op, resource, sub, obj, old, view)
+
+
 def admit_update(resource: str, old: dict, new: dict, view) -> dict:
     try:
         return admission.admit_update(resource, old, new, view)
@@ -77,10 +82,27 @@ def admit_update(resource: str, old: dict, new: dict, view) -> dict:
 # -- authorization ----------------------------------------------------------
 
 def authorize(user: str, groups, attrs: dict, view) -> tuple[bool, str]:
-    """RBAC decision; ``system:masters`` always allowed (before any lookup)."""
+    """``--authorization-mode=Node,RBAC``: ``system:masters`` first, then the Node authorizer, then RBAC.
+
+    As upstream's union authorizer: the first "allow" wins; the reasons of those with no
+    opinion are joined by newlines.
+    """
     if "system:masters" in groups:
         return True, ""
-    return rbac.authorize(user, list(groups), attrs, view)
+    reasons = []
+    node = getattr(view, "node_authorizer", None)
+    if node is not None:
+        allowed, reason = node.authorize(user, list(groups), attrs)
+        if allowed:
+            return True, reason
+        if reason:
+            reasons.append(reason)
+    allowed, reason = rbac.authorize(user, list(groups), attrs, view)
+    if allowed:
+        return True, reason
+    if reason:
+        reasons.append(reason)
+    return False, "\n".join(reasons)
 
 
 def forbidden_message(user: str, attrs: dict, reason: str) -> str:

@@ -383,6 +383,24 @@ _CLUSTER_ROLES: dict[str, list[dict]] = {
         _rule(["*"], [""], ["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"]),
     ],
     "system:node": _NODE_RULES,
+    "system:node-bootstrapper": [
+        _rule(["create", "get", "list", "watch"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
+    ],
+    "system:certificates.k8s.io:certificatesigningrequests:nodeclient": [
+        _rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests/nodeclient"]),
+    ],
+    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient": [
+        _rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests/selfnodeclient"]),
+    ],
+    "system:certificates.k8s.io:kube-apiserver-client-approver": [
+        _rule(["approve"], ["certificates.k8s.io"], ["signers"], ["kubernetes.io/kube-apiserver-client"]),
+    ],
+    "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver": [
+        _rule(["approve"], ["certificates.k8s.io"], ["signers"], ["kubernetes.io/kube-apiserver-client-kubelet"]),
+    ],
+    "system:certificates.k8s.io:kubelet-serving-approver": [
+        _rule(["approve"], ["certificates.k8s.io"], ["signers"], ["kubernetes.io/kubelet-serving"]),
+    ],
     "system:node-proxier": [
         _rule(["list", "watch"], [""], ["endpoints", "services"]),
         _rule(_READ, [""], ["nodes"]),
@@ -400,11 +418,15 @@ _CLUSTER_ROLE_BINDINGS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ("Group", "system:authenticated"), ("Group", "system:unauthenticated")]),
     "system:monitoring": ("system:monitoring", [("Group", "system:monitoring")]),
     "system:node-proxier": ("system:node-proxier", [("User", "system:kube-proxy")]),
-    # Upstream leaves this binding without subjects and lets the Node
-    # authorizer serve kubelets; kubelite has no Node authorizer, so the
-    # binding names the nodes' group (the pre-1.8 default).
-    "system:node": ("system:node", [("Group", "system:nodes")]),
+    # Upstream leaves this binding without subjects: kubelets are served by the
+    # Node authorizer (nodeauthz), which applies the system:node rules itself.
+    "system:node": ("system:node", []),
 }
+
+
+def node_rules() -> list[dict]:
+    """The static rules of the ``system:node`` ClusterRole, as the Node authorizer applies them."""
+    return _NODE_RULES
 
 
 def _meta(name: str) -> dict:

@@ -96,12 +96,19 @@ _TABLE = [
     Resource("events.k8s.io", "v1", "events", "event", "Event", True, short_names=("ev",),
              key="events.events.k8s.io"),
     Resource("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", False, ("create",)),
+    Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview",
+             False, ("create",)),
     Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview",
              "SubjectAccessReview", False, ("create",)),
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
              "SelfSubjectAccessReview", False, ("create",)),
     Resource("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview",
              "LocalSubjectAccessReview", True, ("create",)),
+    Resource("certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest",
+             "CertificateSigningRequest", False, short_names=("csr",),
+             subresources=(Sub("status", "CertificateSigningRequest", GET_PATCH_UPDATE),
+                           Sub("approval", "CertificateSigningRequest", GET_PATCH_UPDATE)),
+             status_isolated=True, clear_status_on_create=True),
     Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", False),
     Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding",
              "ClusterRoleBinding", False),
@@ -110,7 +117,7 @@ _TABLE = [
 ]
 
 #: Resources answered without storage (reviews): created and returned, never kept.
-VIRTUAL = frozenset({"tokenreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
+VIRTUAL = frozenset({"tokenreviews", "selfsubjectreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
                      "localsubjectaccessreviews"})
 
 

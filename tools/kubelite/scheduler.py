@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from . import quantity
+
 __all__ = [
     "pick_node",
     "tolerates",
@@ -158,7 +160,7 @@ def _pod_capacity(node: dict) -> int | None:
     if raw is None:
         return None
     try:
-        return int(str(raw))
+        return int(quantity.value(raw))
     except ValueError:
         return 0
 

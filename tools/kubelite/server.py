@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import discovery, errors, logproxy, policy, reviews, streamproxy, subresources, tables
+from . import csr, discovery, errors, logproxy, policy, reviews, selectors, streamproxy, subresources, tables
 from .api import Api
 from .identity import TokenAuthenticator, User, user_from_peercert
 from .resources import Resource, lookup
@@ -78,6 +78,31 @@ def parse_resource_path(path: str) -> Route | None:
     if sub is not None and res.sub(sub) is None:
         return None
     return Route(res, ns, name, sub, legacy_watch)
+
+
+def request_attributes(verb: str, route: Route, query: dict) -> dict:
+    """The authorizer's view of a resource request, as the apiserver's RequestInfo builds it.
+
+    A list or watch with a ``metadata.name=<n>`` field selector is a request for object ``n``
+    (so RBAC resourceNames and the Node authorizer can allow it); the selectors go along.
+    """
+    r = route.res
+    attrs = {"verb": verb, "group": r.group, "version": r.version, "resource": r.plural,
+             "subresource": route.sub or "", "namespace": route.namespace or "", "name": route.name or ""}
+    if verb in ("list", "watch", "deletecollection"):
+        raw = query.get("fieldSelector") or ""
+        if raw:
+            attrs["fieldSelector"] = {"rawSelector": raw}
+            if verb != "deletecollection" and not attrs["name"]:
+                try:
+                    name = selectors.parse_field_selector(raw).requires("metadata.name")
+                except selectors.SelectorError:
+                    name = None
+                if name and "/" not in name and name not in (".", "..") and "%" not in name:
+                    attrs["name"] = name
+        if query.get("labelSelector"):
+            attrs["labelSelector"] = {"rawSelector": query["labelSelector"]}
+    return attrs
 
 
 class KubeliteServer(ThreadingHTTPServer):
@@ -305,9 +330,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._non_resource(path)
         verb = self._verb(method, route, query)
         r = route.res
-        self._authorize(user, {"resourceAttributes": {
-            "verb": verb, "group": r.group, "version": r.version, "resource": r.plural,
-            "subresource": route.sub or "", "namespace": route.namespace or "", "name": route.name or ""}})
+        self._authorize(user, {"resourceAttributes": request_attributes(verb, route, query)})
         if verb not in (r.verbs if route.sub is None else r.sub(route.sub).verbs):
             raise errors.method_not_allowed()
         getattr(self, "_do_" + verb)(route, query, body, user)
@@ -418,12 +441,15 @@ class Handler(BaseHTTPRequestHandler):
     def _do_list(self, route: Route, query: dict, body: bytes, user) -> None:
         api = self.server.app.api
         r = route.res
-        rv, entries = api.list(r, route.namespace, query)
+        rv, entries, token, remaining = api.list_page(r, route.namespace, query)
         if self._wants_table():
             return self._send_obj(200, tables.table(r.key, [e.obj for e in entries], include=self._include(),
-                                                    resource_version=str(rv)))
+                                                    resource_version=str(rv), continue_token=token))
+        meta = {"resourceVersion": str(rv)}
+        if token:
+            meta.update({"continue": token, "remainingItemCount": remaining})
         head = (b'{"kind":"' + r.list_kind.encode() + b'","apiVersion":"' + r.api_version.encode()
-                + b'","metadata":{"resourceVersion":"' + str(rv).encode() + b'"},"items":[')
+                + b'","metadata":' + encode(meta) + b',"items":[')
         self._send(200, head + b",".join(e.raw for e in entries) + b"]}")
 
     def _do_create(self, route: Route, query: dict, body: bytes, user) -> None:
@@ -436,13 +462,17 @@ class Handler(BaseHTTPRequestHandler):
         if route.sub == "binding":
             return self._send_obj(*subresources.bind(api, ns, name, obj))
         if route.sub == "eviction":
-            return self._send_obj(*subresources.evict(api, ns, name, obj))
+            return self._send_obj(*subresources.evict(api, ns, name, obj, user))
         if route.sub == "token":
-            return self._send_obj(*subresources.token_request(api, app.signer, ns, name, obj))
+            return self._send_obj(*subresources.token_request(api, app.signer, ns, name, obj, user))
         if name is not None:
             raise errors.method_not_allowed()
         if r.plural == "tokenreviews":
             return self._send_obj(*reviews.token_review(app.tokens, obj))
+        if r.plural == "selfsubjectreviews":
+            me = user or User("system:anonymous", ("system:unauthenticated",))
+            return self._send_obj(201, {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                                        "metadata": {"creationTimestamp": None}, "status": {"userInfo": me.info()}})
         if r.plural == "subjectaccessreviews":
             return self._send_obj(*reviews.subject_access_review(api.view, obj))
         if r.plural == "localsubjectaccessreviews":
@@ -452,7 +482,9 @@ class Handler(BaseHTTPRequestHandler):
                                                                       obj))
         if r.namespaced and route.namespace is None:
             raise errors.method_not_allowed()
-        created = api.create(r, ns, obj, dry_run=self._dry_run(query))
+        if r.key == "certificatesigningrequests" and isinstance(obj, dict):
+            csr.stamp_requestor(obj, user)
+        created = api.create(r, ns, obj, dry_run=self._dry_run(query), user=user)
         self._send_entry(r, created, 201)
 
     def _do_update(self, route: Route, query: dict, body: bytes, user) -> None:
@@ -464,13 +496,13 @@ class Handler(BaseHTTPRequestHandler):
             scale = subresources.update_scale(api, r, ns, route.name, lambda s: obj,
                                               user_rv=int(rv) if rv else None)
             return self._send_obj(200, scale)
-        sub = "status" if route.sub in ("status", "finalize") else None
+        sub = "status" if route.sub in ("status", "finalize") else route.sub if route.sub == "approval" else None
         if route.sub == "finalize":
             def finalize(cur):
                 cur.setdefault("spec", {})["finalizers"] = ((obj.get("spec") or {}).get("finalizers") or [])
                 return cur
             return self._send_entry(r, api.write(r, ns, route.name, "finalize", finalize))
-        self._send_entry(r, api.update(r, ns, route.name, sub, obj, dry_run=self._dry_run(query)))
+        self._send_entry(r, api.update(r, ns, route.name, sub, obj, dry_run=self._dry_run(query), user=user))
 
     def _do_patch(self, route: Route, query: dict, body: bytes, user) -> None:
         api = self.server.app.api
@@ -482,14 +514,16 @@ class Handler(BaseHTTPRequestHandler):
         patch = self._decode(body)
         if route.sub == "scale":
             return self._send_obj(200, subresources.patch_scale(api, r, ns, route.name, kind_of_patch, patch))
-        code, result = api.patch(r, ns, route.name, route.sub, kind_of_patch, patch, dry_run=self._dry_run(query))
+        code, result = api.patch(r, ns, route.name, route.sub, kind_of_patch, patch, dry_run=self._dry_run(query),
+                                 user=user)
         self._send_entry(r, result, code)
 
     def _do_delete(self, route: Route, query: dict, body: bytes, user) -> None:
         api = self.server.app.api
         r = route.res
         opts = self._delete_options(query, body)
-        self._send_entry(r, api.delete(r, route.namespace or "", route.name, opts, dry_run=self._dry_run(query)))
+        self._send_entry(r, api.delete(r, route.namespace or "", route.name, opts, dry_run=self._dry_run(query),
+                                                   user=user))
 
     def _do_deletecollection(self, route: Route, query: dict, body: bytes, user) -> None:
         api = self.server.app.api

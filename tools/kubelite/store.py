@@ -144,6 +144,16 @@ class Store:
         self._clock = clock
         self._rv = 1000
         self._closed = False
+        self._listeners: dict[str, list] = {}
+
+    def on_commit(self, key: str, fn) -> None:
+        """Call ``fn(etype, obj, old)`` under the commit lock for every write to ``key``.
+
+        For in-process indexes that must be exact at the moment a write returns (the Node
+        authorizer's graph); ``fn`` must be quick and must not call back into the store.
+        """
+        with self._lock:
+            self._listeners.setdefault(key, []).append(fn)
 
     # -- reads -------------------------------------------------------------
     def _bucket(self, key: str) -> _Bucket:
@@ -172,6 +182,10 @@ class Store:
         items.sort(key=lambda kv: kv[0])
         return rv, [e for _, e in items]
 
+    def floor(self, key: str) -> int:
+        """Events of ``key`` at or below this resourceVersion may be gone (the compaction point)."""
+        return self._bucket(key).floor
+
     def revision(self, key: str) -> int:
         """The resourceVersion of the bucket's last change (0 when never written)."""
         h = self._bucket(key).history
@@ -188,7 +202,8 @@ class Store:
             return sum(1 for k in b.objects if k[0] == namespace)
 
     # -- writes ------------------------------------------------------------
-    def _commit(self, b: _Bucket, etype: str, ns: str, name: str, obj: dict, old: dict | None) -> Entry:
+    def _commit(self, b: _Bucket, etype: str, ns: str, name: str, obj: dict, old: dict | None,
+                key: str = "") -> Entry:
         """Under the lock: stamp the next resourceVersion, encode, store, fan out."""
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
@@ -204,6 +219,8 @@ class Store:
         if b.watchers:
             for w in [w for w in b.watchers if not w._offer(ev)]:
                 b.watchers.discard(w)
+        for fn in self._listeners.get(key, ()):
+            fn(etype, obj, old)
         return entry
 
     def create(self, key: str, obj: dict, *, resource: str | None = None, group: str = "") -> Entry:
@@ -228,7 +245,7 @@ class Store:
                 meta["name"] = name
             if (ns, name) in b.objects:
                 raise errors.already_exists(resource or key, name, group)
-            return self._commit(b, "ADDED", ns, name, obj, None)
+            return self._commit(b, "ADDED", ns, name, obj, None, key)
 
     def replace(self, key: str, namespace: str, name: str, obj: dict, *, expect_rv: int | None = None,
                 resource: str | None = None, group: str = "") -> Entry:
@@ -249,7 +266,7 @@ class Store:
             if "generation" in old_meta:
                 gen = old_meta["generation"]
                 meta["generation"] = gen + 1 if _spec_part(obj) != _spec_part(cur.obj) else gen
-            return self._commit(b, "MODIFIED", namespace, name, obj, cur.obj)
+            return self._commit(b, "MODIFIED", namespace, name, obj, cur.obj, key)
 
     @staticmethod
     def _current(b, key: str, namespace: str, name: str, expect_rv: int | None, resource: str | None,
@@ -269,7 +286,7 @@ class Store:
         with self._lock:
             cur = self._current(b, key, namespace, name, expect_rv, resource, group)
             obj = final if final is not None else json.loads(cur.raw)
-            return self._commit(b, "DELETED", namespace, name, obj, cur.obj)
+            return self._commit(b, "DELETED", namespace, name, obj, cur.obj, key)
 
     # -- watch -------------------------------------------------------------
     def watch(self, key: str, namespace: str | None, since_rv: int | None) -> tuple[Watcher, list[Event]]:
@@ -307,6 +324,9 @@ class Store:
 
 class StoreView:
     """Read-only access for policy code (admission, RBAC): returns stored dicts, which must not be mutated."""
+
+    #: Set by the Api: the Node authorizer over this store's pods (policy code reads it).
+    node_authorizer = None
 
     def __init__(self, store: Store):
         self._store = store

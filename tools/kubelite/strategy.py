@@ -166,6 +166,9 @@ def validate(resource: Resource, obj: dict, *, creating: bool) -> None:
         causes += _validate_pod_spec(obj.get("spec") or {}, "spec")
     elif resource.key in ("deployments", "replicasets"):
         causes += _validate_selector_template(obj)
+    elif resource.key == "certificatesigningrequests":
+        from .csr import validate_csr  # cryptography only where a CSR is read
+        causes += validate_csr(obj)
     if causes:
         raise errors.invalid(resource.kind, name, causes, resource.group)
 
@@ -191,6 +194,11 @@ def prepare_update(resource: Resource, old: dict, new: dict, subresource: str | 
     """The object to store for an update of ``old`` by ``new`` through ``subresource``."""
     if subresource == "binding":
         return new  # the server's own write (spec.nodeName and PodScheduled together)
+    if subresource == "approval":  # only the Approved/Denied conditions change here
+        out = copy.deepcopy(old)
+        out.setdefault("status", {})["conditions"] = (new.get("status") or {}).get("conditions") or []
+        out["metadata"]["resourceVersion"] = (new.get("metadata") or {}).get("resourceVersion")
+        return out
     if subresource == "status":
         out = copy.deepcopy(old)
         out["status"] = new.get("status", {})

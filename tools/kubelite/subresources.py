@@ -43,9 +43,9 @@ def bind(api: Api, ns: str, name: str, body: dict) -> tuple[int, dict]:
     return 201, errors.success_status(201)
 
 
-def evict(api: Api, ns: str, name: str, body: dict) -> tuple[int, dict]:
+def evict(api: Api, ns: str, name: str, body: dict, user=None) -> tuple[int, dict]:
     """Eviction without disruption budgets: a delete with the eviction's DeleteOptions."""
-    api.delete(PODS, ns, name, (body or {}).get("deleteOptions") or {})
+    api.delete(PODS, ns, name, (body or {}).get("deleteOptions") or {}, user=user, sub="eviction")
     return 201, errors.success_status(201)
 
 
@@ -85,13 +85,15 @@ def patch_scale(api: Api, res: Resource, ns: str, name: str, kind_of_patch: str,
                         user_rv=None)
 
 
-def token_request(api: Api, signer: TokenSigner, ns: str, name: str, body: dict) -> tuple[int, dict]:
-    """TokenRequest: a bound service-account token (optionally bound to a pod)."""
+def token_request(api: Api, signer: TokenSigner, ns: str, name: str, body: dict, user=None) -> tuple[int, dict]:
+    """TokenRequest: a bound service-account token (optionally bound to a pod, then also to its node)."""
     sa = api.store.get("serviceaccounts", ns, name)
     if sa is None:
         raise errors.not_found("serviceaccounts", name)
     body = body or {}
     spec = dict(body.get("spec") or {})
+    policy.restrict(user, "create", "serviceaccounts", "token",
+                    {"metadata": {"name": name, "namespace": ns}, "spec": spec}, sa.obj, api.view)
     audiences = spec.get("audiences") or list(API_AUDIENCES)
     expiration = spec.get("expirationSeconds") or 3600
     if expiration < 600:
@@ -111,7 +113,14 @@ def token_request(api: Api, signer: TokenSigner, ns: str, name: str, body: dict)
             raise errors.conflict("pods", ref["name"], f"the UID in the bound object reference ({ref['uid']}) does "
                                   f"not match the UID in record. The object might have been deleted and then "
                                   f"recreated")
+        if (p.obj.get("spec") or {}).get("serviceAccountName", "default") != name:
+            raise errors.bad_request(f'cannot bind token for serviceaccount "{name}" to pod running with '
+                                     f'different serviceaccount name.')
         pod = {"name": p.obj["metadata"]["name"], "uid": p.obj["metadata"]["uid"]}
+        node_name = (p.obj.get("spec") or {}).get("nodeName")
+        node = api.store.get("nodes", "", node_name) if node_name else None
+        if node is not None:
+            pod["node"] = {"name": node_name, "uid": node.obj["metadata"]["uid"]}
     token, exp = signer.issue(ns, name, sa.obj["metadata"]["uid"], audiences=audiences,
                               expiration_seconds=expiration, pod=pod)
     spec.update({"audiences": audiences, "expirationSeconds": expiration})

@@ -191,7 +191,7 @@ def _row_object(obj: dict, include: str) -> dict | None:
 
 
 def table(key: str, objs: list[dict], *, resource_version: str = "", include: str = "Metadata",
-          with_columns: bool = True, now: float | None = None) -> dict:
+          with_columns: bool = True, now: float | None = None, continue_token: str = "") -> dict:
     """A Table of ``objs`` of store bucket ``key`` (``include``: None / Metadata / Object)."""
     now = time.time() if now is None else now
     cols, row = _PRINTERS.get(key, _DEFAULT)
@@ -202,6 +202,7 @@ def table(key: str, objs: list[dict], *, resource_version: str = "", include: st
         if ro is not None:
             r["object"] = ro
         rows.append(r)
-    out = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+    out = {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+           "metadata": {"resourceVersion": resource_version, **({"continue": continue_token} if continue_token else {})},
            "columnDefinitions": cols if with_columns else [], "rows": rows}
     return out

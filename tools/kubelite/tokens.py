@@ -76,6 +76,8 @@ class TokenSigner:
         k8s = {"namespace": namespace, "serviceaccount": {"name": sa_name, "uid": sa_uid}}
         if pod:
             k8s["pod"] = {"name": pod["name"], "uid": pod.get("uid", "")}
+            if pod.get("node"):
+                k8s["node"] = dict(pod["node"])  # inferred from the pod, as kube-apiserver does
         claims = {
             "aud": list(audiences or API_AUDIENCES),
             "exp": exp,

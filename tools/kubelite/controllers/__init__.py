@@ -11,6 +11,7 @@ queue in its own named thread:
 - `nodelifecycle`  expired node leases -> Ready Unknown + unreachable taints
 - `namespaces`     `default` ServiceAccount and `kube-root-ca.crt` per namespace
 - `gc`             dependents of deleted ReplicaSets/Deployments
+- `certificates`   CSR auto-approval (nodeclient/selfnodeclient) and the kubelet signers
 
 `start()` returns a running `Controllers`; `Controllers.stop()` ends every
 thread it started (watches are closed so no thread waits on the network).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from .certificates import CertificateController
 from .deployments import DeploymentController
 from .gc import GarbageCollector
 from .kube import Informers, Kube
@@ -67,7 +69,8 @@ class Controllers:
         self.stop()
 
 
-def start(kubeconfig_path: str, *, lease_grace: float = 40.0, scheduler: bool = True) -> Controllers:
+def start(kubeconfig_path: str, *, lease_grace: float = 40.0, scheduler: bool = True, csr_sign=None,
+          csr_max_seconds: int = 365 * 24 * 3600) -> Controllers:
     """Start the controllers against the cluster of `kubeconfig_path`.
 
     `lease_grace`: seconds after a node's last lease renewal before it is
@@ -84,6 +87,8 @@ def start(kubeconfig_path: str, *, lease_grace: float = 40.0, scheduler: bool = 
     parts.append(NodeLifecycleController(kube, informers, stop_event, lease_grace=lease_grace))
     parts.append(NamespaceController(kube, informers, stop_event, ca_pem=cluster_ca_pem(kubeconfig_path)))
     parts.append(GarbageCollector(kube, informers, stop_event))
+    if csr_sign is not None:
+        parts.append(CertificateController(kube, informers, stop_event, sign=csr_sign, max_seconds=csr_max_seconds))
     for part in parts:
         part.start()
     informers.start()
