@@ -155,7 +155,7 @@ def test_limit_bytes_cuts_the_output_even_mid_line(container_dir, indexer, runne
 def test_follow_streams_until_the_process_ends_and_includes_the_last_line(container_dir, indexer, runner):
     indexer.watch(container_dir)
     proc = runner.start(container_dir,
-                        "for i in 1 2 3 4; do echo line$i; sleep 0.05; done; echo last >&2; printf 'no newline'")
+                        "for i in 1 2 3 4; do echo line$i; sleep 0.05; done; echo last >&2; sleep 0.05; printf 'no newline'")
     got, arrivals = [], []
     started = time.monotonic()
     for chunk in stream_logs(container_dir, LogOptions(follow=True), is_running=lambda: proc.poll() is None,
@@ -169,8 +169,10 @@ def test_follow_streams_until_the_process_ends_and_includes_the_last_line(contai
 
 
 def test_follow_with_tail_gives_the_tail_then_new_lines(container_dir, indexer, runner):
+    # stdout and stderr are two files ordered by arrival time: lines of the two streams are ordered
+    # when written some milliseconds apart (the sleeps), not within the same instant
     indexer.watch(container_dir)
-    runner.run(container_dir, "for i in 1 2 3; do echo old$i; done; echo old4 >&2")
+    runner.run(container_dir, "for i in 1 2 3; do echo old$i; done; sleep 0.05; echo old4 >&2")
     running = True
     chunks = []
 
@@ -241,7 +243,7 @@ def test_previous_after_rotate(container_dir, indexer, runner):
     with pytest.raises(PreviousNotFound) as caught:
         read(container_dir, indexer, previous=True)
     assert str(caught.value) == 'previous terminated container "app" in pod "web" not found'
-    runner.run(container_dir, "echo first run; echo oops >&2; exit 3")
+    runner.run(container_dir, "echo first run; sleep 0.05; echo oops >&2; exit 3")
     indexer.rotate(container_dir)
     runner.run(container_dir, "echo second run")
     assert read(container_dir, indexer, previous=True) == b"first run\noops\n"
