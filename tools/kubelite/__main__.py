@@ -11,7 +11,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 
 from . import ControlPlane
 
@@ -30,16 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
+    # SIGTERM/SIGINT are blocked before any thread starts (threads inherit the mask) and taken by
+    # sigwait in the main thread: no Python handler, so no lock a signal could find already held
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     cp = ControlPlane(args.dir, port=args.port, lease_grace=args.lease_grace, scheduler=not args.no_scheduler)
     cp.start()
     try:
         print(f"kubelite ready {cp.url} kubeconfig={cp.kubeconfig}", flush=True)
-        while not stop.wait(3600):
-            pass
-        logging.getLogger(__name__).info("kubelite stopping on signal")
+        signum = signal.sigwait(stop_signals)
+        logging.getLogger(__name__).info("kubelite stopping on %s", signal.Signals(signum).name)
     finally:
         cp.stop()
     return 0
