@@ -115,6 +115,20 @@ class Node:
         return self.home / namespace / pod / "containers" / container
 
 
+def kubelet_client_context(control_plane, directory: Path, user: str) -> "ssl.SSLContext":
+    """TLS to a node's kubelet API as ``user`` in system:masters (the node's serving pair is self-signed)."""
+    import ssl
+
+    pair = control_plane.issue_client_cert(user, ["system:masters"])
+    (directory / "c.crt").write_bytes(pair.cert_pem)
+    (directory / "c.key").write_bytes(pair.key_pem)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(directory / "c.crt", directory / "c.key")
+    return context
+
+
 def pod_manifest(name: str, command: list[str], *, restart: str = "Never", node: str | None = None,
                  **spec) -> dict:
     """A pod placed on vkcmd nodes (nodeSelector + toleration) running ``command`` with no script."""

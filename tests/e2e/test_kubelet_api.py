@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import urllib.request
 
 import pytest
 
-from tests.e2e.node import Node, pod_manifest, wait_for
+from tests.e2e.node import Node, kubelet_client_context, pod_manifest, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +21,7 @@ def node(control_plane, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fetch(control_plane, node, tmp_path_factory):
     """GET a kubelet API path as a system:masters client certificate."""
-    pair = control_plane.issue_client_cert("e2e-reader", ["system:masters"])
-    directory = tmp_path_factory.mktemp("cert")
-    (directory / "c.crt").write_bytes(pair.cert_pem)
-    (directory / "c.key").write_bytes(pair.key_pem)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the node's self-signed serving certificate
-    context.load_cert_chain(directory / "c.crt", directory / "c.key")
+    context = kubelet_client_context(control_plane, tmp_path_factory.mktemp("cert"), "e2e-reader")
 
     def get(path: str) -> str:
         with urllib.request.urlopen(f"https://127.0.0.1:{node.port}{path}", context=context, timeout=10) as answer:

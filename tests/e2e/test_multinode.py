@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import urllib.request
 
 import pytest
 
-from tests.e2e.node import Node, wait_for
+from tests.e2e.node import Node, kubelet_client_context, wait_for
 from vkcmd.kube.client import ApiError, path
 
 NODES = ("vk-multi-a", "vk-multi-b", "vk-multi-c", "vk-multi-d")
@@ -36,15 +35,7 @@ def nodes(control_plane, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stats_context(control_plane, tmp_path_factory):
-    pair = control_plane.issue_client_cert("e2e-multi-reader", ["system:masters"])
-    directory = tmp_path_factory.mktemp("cert")
-    (directory / "c.crt").write_bytes(pair.cert_pem)
-    (directory / "c.key").write_bytes(pair.key_pem)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # each node's own self-signed serving certificate
-    context.load_cert_chain(directory / "c.crt", directory / "c.key")
-    return context
+    return kubelet_client_context(control_plane, tmp_path_factory.mktemp("cert"), "e2e-multi-reader")
 
 
 def deployment(namespace: str) -> dict:
