@@ -24,7 +24,7 @@ from .store import Entry, Store, StoreView, encode, rfc3339
 log = logging.getLogger(__name__)
 
 #: Owner bucket -> buckets whose objects it may own (the garbage collector's work).
-_DEPENDENTS = {"deployments": ("replicasets",), "replicasets": ("pods",)}
+_DEPENDENTS = {"deployments": ("replicasets",), "replicasets": ("pods",), "jobs": ("pods",)}
 _NAMESPACED_KEYS = tuple(dict.fromkeys(r.key for r in RESOURCES if r.namespaced))
 _TERMINAL = ("Succeeded", "Failed")
 

@@ -53,6 +53,19 @@ def _default_template(obj: dict) -> None:
     default_pod_spec(tmpl.setdefault("spec", {}))
 
 
+def _default_job(obj: dict) -> None:
+    spec = obj.setdefault("spec", {})
+    tmpl = spec.setdefault("template", {})
+    tmpl.setdefault("metadata", {})
+    default_pod_spec(tmpl.setdefault("spec", {}))
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1  # neither given: one pod, as upstream
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+
+
 def default(resource: Resource, obj: dict) -> None:
     """Apply scheme defaults to ``obj`` in place (on create and update, like the apiserver's decoder)."""
     name = resource.plural
@@ -71,6 +84,8 @@ def default(resource: Resource, obj: dict) -> None:
         spec.setdefault("progressDeadlineSeconds", 600)
     elif resource.key == "replicasets":
         _default_template(obj)
+    elif resource.key == "jobs":
+        _default_job(obj)
     elif name == "secrets":
         obj.setdefault("type", "Opaque")
         string_data = obj.pop("stringData", None)

@@ -8,9 +8,10 @@ queue in its own named thread:
 
 - `scheduler`      binds pending pods to nodes (`tools.kubelite.scheduler`)
 - `deployments`    Deployment -> ReplicaSet -> Pods, replica counts, status
+- `jobs`           Job -> Pods: completions, parallelism, Indexed, backoffLimit, podFailurePolicy
 - `nodelifecycle`  expired node leases -> Ready Unknown + unreachable taints
 - `namespaces`     `default` ServiceAccount and `kube-root-ca.crt` per namespace
-- `gc`             dependents of deleted ReplicaSets/Deployments
+- `gc`             dependents of deleted ReplicaSets/Deployments/Jobs
 - `certificates`   CSR auto-approval (nodeclient/selfnodeclient) and the kubelet signers
 
 `start()` returns a running `Controllers`; `Controllers.stop()` ends every
@@ -25,6 +26,7 @@ import threading
 from .certificates import CertificateController
 from .deployments import DeploymentController
 from .gc import GarbageCollector
+from .jobs import JobController
 from .kube import Informers, Kube
 from .namespaces import NamespaceController, cluster_ca_pem
 from .nodelifecycle import NodeLifecycleController
@@ -84,6 +86,7 @@ def start(kubeconfig_path: str, *, lease_grace: float = 40.0, scheduler: bool = 
     if scheduler:
         parts.append(SchedulerController(kube, informers, stop_event))
     parts.append(DeploymentController(kube, informers, stop_event))
+    parts.append(JobController(kube, informers, stop_event))
     parts.append(NodeLifecycleController(kube, informers, stop_event, lease_grace=lease_grace))
     parts.append(NamespaceController(kube, informers, stop_event, ca_pem=cluster_ca_pem(kubeconfig_path)))
     parts.append(GarbageCollector(kube, informers, stop_event))

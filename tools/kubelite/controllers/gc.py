@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 OWNERS = {
     "Deployment": ("/apis/apps/v1/namespaces/{ns}/deployments", "/apis/apps/v1/deployments"),
     "ReplicaSet": ("/apis/apps/v1/namespaces/{ns}/replicasets", "/apis/apps/v1/replicasets"),
+    "Job": ("/apis/batch/v1/namespaces/{ns}/jobs", "/apis/batch/v1/jobs"),
 }
 # dependent informer path -> API path prefix for one namespace
 DEPENDENTS = {
