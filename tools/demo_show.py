@@ -211,8 +211,11 @@ def ready(pod: dict) -> bool:
 
 
 def short_name(pod: dict) -> str:
-    """Deployment pods as ``ticker-*`` (their names end in the template hash and a random suffix)."""
+    """Deployment and Job pods as ``ticker-*`` / ``work-*`` (their names end in a hash or index and a suffix)."""
     name = pod["metadata"]["name"]
+    job = pod["metadata"].get("labels", {}).get("batch.kubernetes.io/job-name")
+    if job:
+        return job + "-*"
     template_hash = pod["metadata"].get("labels", {}).get("pod-template-hash")
     if template_hash and f"-{template_hash}-" in name:
         return name.split(f"-{template_hash}-")[0] + "-*"
