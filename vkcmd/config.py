@@ -282,7 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backoff_max", "VK_BACKOFF_MAX", ("--backoff-max",), _positive_seconds, "300",
             "longest container restart back-off in seconds (default: 300)"),
     Setting("delete_node_on_exit", "VK_DELETE_NODE_ON_EXIT", ("--delete-node-on-exit",), _boolean, "false",
-            "delete the Node object when vkcmd exits (default: off)", is_flag=True),
+            "delete the Node object when vkcmd exits; needs an identity that may delete nodes, which a node identity may not (default: off)", is_flag=True),
 )
 
 
