@@ -24,13 +24,17 @@ def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
 class Node:
     """One vkcmd process joined to a control plane; stopped (drained) at exit."""
 
-    def __init__(self, control_plane, workdir: Path, name: str = "vk-e2e", **env: str) -> None:
+    def __init__(self, control_plane, workdir: Path, name: str = "vk-e2e", identity: str = "node", **env: str) -> None:
+        """``identity``: "node" runs vkcmd as ``system:node:<name>`` (a kubelet's rights, under the Node
+        authorizer and NodeRestriction: least privilege in every e2e test); "admin" with the admin kubeconfig."""
         self.name = name
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
-        self.env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "NODENAME": name,
+        kubeconfig = control_plane.kubeconfig if identity == "admin" else \
+            control_plane.node_kubeconfig(str(workdir / f"{name}.kubeconfig"), name)
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig, "NODENAME": name,
                     "HOME": str(self.home), "VKUBELET_POD_IP": "127.0.0.1", "KUBELET_PORT": str(self.port),
                     "JIRIAF_WALLTIME": "600", "JIRIAF_NODETYPE": "cpu", "JIRIAF_SITE": "Local",
                     "VK_BACKOFF_INITIAL": "0.5", "VK_BACKOFF_MAX": "2", **env}
@@ -135,7 +139,7 @@ def pod_manifest(name: str, command: list[str], *, restart: str = "Never", node:
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": restart,
                      "containers": [{"name": "c", "image": "none", "command": command}],
-                     "nodeSelector": {"kubernetes.io/role": "agent"},
+                     "nodeSelector": {"type": "virtual-kubelet"},
                      "tolerations": [{"key": "virtual-kubelet.io/provider", "value": "mock",
                                       "effect": "NoSchedule"}], **spec}}
     if node:

@@ -25,7 +25,8 @@ def nodes(control_plane, tmp_path_factory):
     started: list[Node] = []
     try:
         for index, name in enumerate(NODES):
-            env = {"VK_DELETE_NODE_ON_EXIT": "true"} if index == 3 else {}
+            # deleting its own Node is beyond a node identity's rights (Node authorizer): that one runs as admin
+            env = {"VK_DELETE_NODE_ON_EXIT": "true", "identity": "admin"} if index == 3 else {}
             started.append(Node(control_plane, workdir, name=name, **env).start())
         yield started
     finally:
