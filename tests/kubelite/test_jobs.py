@@ -183,3 +183,18 @@ def test_deleting_the_job_deletes_its_pods(core, batch, namespace):
     # bound pods wait for their kubelet: deleted means marked with a deletionTimestamp
     wait_for(lambda: all(p.metadata.deletion_timestamp for p in job_pods(core, namespace, "gone", active_only=False)),
              timeout=10, what="pods deleted")
+
+
+def test_kubectl_get_jobs_prints_status_and_completions(core, batch, kubectl, namespace):
+    batch.create_namespaced_job(namespace, job_body("shown", parallelism=1, completions=2))
+    pod = wait_for(lambda: job_pods(core, namespace, "shown"), what="pod")[0]
+    end_pod(core, namespace, pod, "Succeeded")
+    wait_for(lambda: conditions(batch, namespace, "shown")[1].succeeded == 1, what="succeeded 1")
+    out = kubectl("get", "jobs", "-n", namespace, check=True).stdout.splitlines()
+    assert out[0].split()[:4] == ["NAME", "STATUS", "COMPLETIONS", "DURATION"]
+    assert out[1].split()[:3] == ["shown", "Running", "1/2"]
+    second = wait_for(lambda: job_pods(core, namespace, "shown"), what="second pod")[0]
+    end_pod(core, namespace, second, "Succeeded")
+    wait_for(lambda: "Complete" in conditions(batch, namespace, "shown")[0], what="Complete")
+    row = kubectl("get", "jobs", "shown", "-n", namespace, check=True).stdout.splitlines()[1].split()
+    assert row[:3] == ["shown", "Complete", "2/2"]

@@ -142,6 +142,19 @@ def _rs_row(rs: dict, now: float) -> list:
             status.get("readyReplicas", 0), _age(rs, now), names, images, _selector(spec)]
 
 
+def _job_row(job: dict, now: float) -> list:
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    conds = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+    state = next((c for c in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet") if c in conds), "Running")
+    done = status.get("succeeded", 0)
+    completions = (f"{done}/{spec['completions']}" if spec.get("completions") is not None
+                   else f"{done}/1 of {spec.get('parallelism', 1)}")
+    start, end = _parse_ts(status.get("startTime")), _parse_ts(status.get("completionTime"))
+    duration = human_duration((end or now) - start) if start else ""
+    names, images = _containers(spec)
+    return [job["metadata"]["name"], state, completions, duration, _age(job, now), names, images, _selector(spec)]
+
+
 def _event_row(ev: dict, now: float) -> list:
     last = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
     t = _parse_ts(last)
@@ -164,6 +177,8 @@ _PRINTERS = {
     "replicasets": ([_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer"),
                      _col("Ready", "integer"), _col("Age"), _col("Containers", priority=1),
                      _col("Images", priority=1), _col("Selector", priority=1)], _rs_row),
+    "jobs": ([_col("Name", fmt="name"), _col("Status"), _col("Completions"), _col("Duration"), _col("Age"),
+              _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)], _job_row),
     "namespaces": ([_col("Name", fmt="name"), _col("Status"), _col("Age")],
                    lambda o, now: [o["metadata"]["name"], (o.get("status") or {}).get("phase", ""), _age(o, now)]),
     "configmaps": ([_col("Name", fmt="name"), _col("Data", "integer"), _col("Age")],
