@@ -198,3 +198,28 @@ def test_kubectl_get_jobs_prints_status_and_completions(core, batch, kubectl, na
     wait_for(lambda: "Complete" in conditions(batch, namespace, "shown")[0], what="Complete")
     row = kubectl("get", "jobs", "shown", "-n", namespace, check=True).stdout.splitlines()[1].split()
     assert row[:3] == ["shown", "Complete", "2/2"]
+    described = kubectl("describe", "job", "shown", "-n", namespace, check=True).stdout
+    assert "Pods Statuses:" in described and "2 Succeeded" in described
+
+
+def test_on_failure_restarts_count_toward_backoff_limit(core, batch, namespace):
+    body = job_body("restarts", backoffLimit=1)
+    body["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    batch.create_namespaced_job(namespace, body)
+    pod = wait_for(lambda: job_pods(core, namespace, "restarts"), what="pod")[0]
+
+    def running(restarts):
+        return {"status": {"phase": "Running", "containerStatuses": [{
+            "name": "c", "ready": True, "restartCount": restarts, "image": "none", "imageID": "",
+            "state": {"running": {"startedAt": now()}}}]}}
+
+    core.patch_namespaced_pod_status(pod.metadata.name, namespace, running(1))
+    time.sleep(0.5)
+    assert "Failed" not in conditions(batch, namespace, "restarts")[0]  # 1 restart is within backoffLimit 1
+    core.patch_namespaced_pod_status(pod.metadata.name, namespace, running(2))
+    conds, _ = wait_for(lambda: "Failed" in conditions(batch, namespace, "restarts")[0]
+                        and conditions(batch, namespace, "restarts"), what="Failed")
+    assert conds["Failed"].reason == "BackoffLimitExceeded"
+    # the still-running pod is deleted (marked: its kubelet would confirm)
+    wait_for(lambda: core.read_namespaced_pod(pod.metadata.name, namespace).metadata.deletion_timestamp,
+             what="pod deletion")
