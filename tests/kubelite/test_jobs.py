@@ -223,3 +223,16 @@ def test_on_failure_restarts_count_toward_backoff_limit(core, batch, namespace):
     # the still-running pod is deleted (marked: its kubelet would confirm)
     wait_for(lambda: core.read_namespaced_pod(pod.metadata.name, namespace).metadata.deletion_timestamp,
              what="pod deletion")
+
+
+def test_a_pod_deleted_before_it_finished_counts_as_failed(core, batch, namespace):
+    batch.create_namespaced_job(namespace, job_body("evicted", backoffLimit=3))
+    pod = wait_for(lambda: job_pods(core, namespace, "evicted"), what="pod")[0]
+    core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+    wait_for(lambda: conditions(batch, namespace, "evicted")[1].failed == 1, what="failed 1")
+    new = wait_for(lambda: [p for p in job_pods(core, namespace, "evicted") if p.metadata.name != pod.metadata.name],
+                   what="replacement")
+    end_pod(core, namespace, new[0], "Succeeded")
+    _, status = wait_for(lambda: "Complete" in conditions(batch, namespace, "evicted")[0]
+                         and conditions(batch, namespace, "evicted"), what="Complete")
+    assert status.succeeded == 1 and status.failed == 1

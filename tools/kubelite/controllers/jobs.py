@@ -7,7 +7,9 @@ labels, Indexed jobs' `job-completion-index` annotation and
 (failed pods plus container restarts of OnFailure pods); `podFailurePolicy`
 (FailJob / Ignore / Count on exit codes and pod conditions); status and the
 SuccessCriteriaMet/Complete or FailureTarget/Failed conditions.  Finished
-pods are remembered by uid in memory, so deleting one does not un-count it.
+pods are remembered by uid in memory, so deleting one does not un-count it;
+a pod deleted before it finished counts as failed (unless a podFailurePolicy
+is set: then only terminal pods are judged, by its rules).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class JobController:
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[str, tuple[str, int | None]]] = {}  # job uid -> pod uid -> (outcome, index)
         self._expect: dict[str, tuple[set[str], float]] = {}  # job key -> (created names unseen, since)
-        self.jobs.add_handler(lambda e, obj, old: self.queue.add(obj_key(obj)))
+        self.jobs.add_handler(self._on_job)
         self.pods.add_handler(self._on_pod)
         self._thread = threading.Thread(target=self._run, name="kubelite-jobs", daemon=True)
 
@@ -117,9 +119,19 @@ class JobController:
         self.queue.wake()
         self._thread.join(timeout)
 
+    def _on_job(self, event: str, job: dict, old: dict | None) -> None:
+        if event == "DELETED":
+            with self._lock:
+                self._outcomes.pop((job.get("metadata") or {}).get("uid"), None)
+        self.queue.add(obj_key(job))
+
     def _on_pod(self, event: str, pod: dict, old: dict | None) -> None:
         owner = controller_of(pod)
         if owner and owner.get("kind") == "Job":
+            if event == "DELETED" and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                with self._lock:  # gone before it finished: upstream counts it as failed
+                    self._outcomes.setdefault(owner.get("uid"), {}).setdefault(
+                        pod["metadata"].get("uid"), ("deleted", _index(pod)))
             self.queue.add(f"{(pod.get('metadata') or {}).get('namespace', '')}/{owner.get('name')}")
 
     def _run(self) -> None:
@@ -152,7 +164,8 @@ class JobController:
         if _finished(job):
             self._delete_pods(ns, active)
             return
-        outcomes = self._outcomes.setdefault(uid, {})
+        with self._lock:
+            outcomes = dict(self._outcomes.get(uid, {}))
         policy = spec.get("podFailurePolicy")
         fail_reason = None
         for pod in pods:
@@ -168,7 +181,9 @@ class JobController:
             if action == "FailJob":
                 fail_reason = ("PodFailurePolicy", f"Container of pod {ns}/{pod['metadata']['name']} "
                                "matched a FailJob rule of the pod failure policy")
-        failed = sum(1 for o, _ in outcomes.values() if o == "failed")
+        with self._lock:
+            self._outcomes.setdefault(uid, {}).update(outcomes)
+        failed = sum(1 for o, _ in outcomes.values() if o == "failed" or (o == "deleted" and not policy))
         succeeded_pods = sum(1 for o, _ in outcomes.values() if o == "succeeded")
         indexed = spec.get("completionMode") == "Indexed"
         completions = spec.get("completions")
