@@ -1,4 +1,4 @@
-"""``metrics.k8s.io/v1beta1``: NodeMetrics and PodMetrics served from on-demand kubelet scrapes, like metrics-server 0.7.
+"""``metrics.k8s.io/v1beta1``: NodeMetrics and PodMetrics from on-demand kubelet scrapes, as metrics-server 0.7.
 
 Owns the group's discovery documents, its URL routing (list/get, namespaced pods,
 label and field selectors), the per-node sample cache (the last two scrapes; a

@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import csr, discovery, errors, logproxy, metricsapi, policy, reviews, selectors, streamproxy, subresources, tables
+from . import (csr, discovery, errors, logproxy, metricsapi, policy, reviews, selectors, streamproxy, subresources,
+               tables)
 from .api import Api
 from .identity import TokenAuthenticator, User, user_from_peercert
 from .resources import Resource, lookup
