@@ -59,6 +59,7 @@ def node_config(settings: Settings, node_identity: bool = False) -> NodeConfig:
         name=settings.node_name, pod_ip=settings.pod_ip, kubelet_port=settings.kubelet_port,
         provider=settings.provider, node_type=settings.node_type, site=settings.site,
         walltime=settings.walltime, max_pods=settings.max_pods, cpu=settings.cpu, memory=settings.memory,
+        ephemeral_storage=settings.ephemeral_storage,
         lease_duration=settings.lease_duration, lease_renew_interval=settings.lease_renew_interval,
         status_interval=settings.node_status_interval, alivetime_interval=settings.alivetime_interval,
         drain_margin=settings.drain_margin, delete_on_exit=settings.delete_node_on_exit, node_identity=node_identity,
@@ -163,7 +164,7 @@ class App:
 
     def build(self) -> None:
         s = self.settings
-        self.facts: HostFacts = host_facts()
+        self.facts: HostFacts = host_facts(self.settings.workspace_root)
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         if s.bootstrap_kubeconfig:
@@ -227,7 +228,7 @@ class App:
         return {"nodeName": s.node_name, "hostIP": s.pod_ip, "podIP": s.pod_ip, "podIPs": [s.pod_ip],
                 "allocatable": {"cpu": s.cpu or str(self.facts.cpus),
                                 "memory": s.memory or str(self.facts.memory_bytes),
-                                "ephemeral-storage": "0"}}
+                                "ephemeral-storage": s.ephemeral_storage or str(self.facts.storage_bytes * 9 // 10)}}
 
     def _phases(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -252,6 +252,9 @@ SETTINGS: tuple[Setting, ...] = (
             "cpu capacity to report (default: host CPUs)"),
     Setting("memory", "VK_MEMORY", ("--memory",), _quantity, None,
             "memory capacity to report (default: host memory)"),
+    Setting("ephemeral_storage", "VK_EPHEMERAL_STORAGE", ("--ephemeral-storage",), _quantity, None,
+            "ephemeral-storage capacity to report (default: size of the filesystem holding the workspace "
+            "root; allocatable keeps the kubelet's eviction reserve of a tenth)"),
     Setting("max_pods", "VK_PODS", ("--max-pods",), _integer(1), "1000",
             "pods capacity to report (default: 1000)"),
     Setting("metrics_port", "VK_METRICS_PORT", ("--metrics-port",), _integer(0, 65535), "0",
@@ -306,6 +309,7 @@ class Settings:
     state_dir: str
     cpu: str | None
     memory: str | None
+    ephemeral_storage: str | None
     max_pods: int
     metrics_port: int
     authorization_mode: str

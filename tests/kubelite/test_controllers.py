@@ -141,6 +141,28 @@ def test_unschedulable_pod_condition_event_and_retry(core, nodes, namespace):
         core.patch_node("worker-1", {"metadata": {"labels": {"pool": None}}})
 
 
+def test_a_host_port_is_held_once_per_node(core, nodes, namespace):
+    """Pods share a vkcmd node's network: the NodePorts filter keeps a second pod asking for a held hostPort off."""
+    def asking(name):
+        body = pod_body(name, nodeSelector={"type": "virtual-kubelet"}, tolerations=[PROVIDER_TOLERATION])
+        body["spec"]["containers"][0]["command"] = ["sleep", "600"]
+        body["spec"]["containers"][0]["ports"] = [{"containerPort": 18089, "hostPort": 18089}]
+        return body
+
+    core.create_namespaced_pod(namespace, asking("first-port"))
+    assert wait_for(lambda: bound_node(core, namespace, "first-port")) == "vk-1"
+    core.create_namespaced_pod(namespace, asking("second-port"))
+
+    def unschedulable():
+        pod = core.read_namespaced_pod("second-port", namespace)
+        return next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"
+                     and c.reason == "Unschedulable"), None)
+
+    cond = wait_for(unschedulable, what="second pod Unschedulable")
+    assert "node(s) didn't have free ports for the requested pod ports" in cond.message
+    assert bound_node(core, namespace, "second-port") is None
+
+
 def test_other_scheduler_names_are_left_alone(core, nodes, namespace):
     core.create_namespaced_pod(namespace, pod_body("custom", schedulerName="my-scheduler"))
     time.sleep(0.3)

@@ -236,3 +236,24 @@ def test_example_affinity_pod():
     assert name is None
     assert msg.startswith("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
                           "1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }.")
+
+
+def with_ports(p, *ports):
+    p["spec"]["containers"][0]["ports"] = [dict(containerPort=port["hostPort"], **port) for port in ports]
+    return p
+
+
+def test_host_ports_are_one_per_node():
+    """kube-scheduler's NodePorts filter: a hostPort held on a node keeps another pod asking for it off."""
+    nodes = [node("a"), node("b")]
+    wants = with_ports(pod(), {"hostPort": 8089})
+    assert pick_node(wants, nodes, {"a": 0, "b": 3}, {"a": {("TCP", "0.0.0.0", 8089)}})[0] == "b"
+    # another protocol, or another specific host IP, does not clash
+    assert pick_node(wants, nodes, {"a": 0, "b": 3}, {"a": {("UDP", "0.0.0.0", 8089)}})[0] == "a"
+    pinned = with_ports(pod(), {"hostPort": 8089, "hostIP": "10.0.0.1"})
+    assert pick_node(pinned, nodes, {"a": 0, "b": 3}, {"a": {("TCP", "10.0.0.2", 8089)}})[0] == "a"
+    name, msg = pick_node(wants, [node("a")], {"a": 1}, {"a": {("TCP", "10.0.0.2", 8089)}})
+    assert name is None
+    assert msg == ("0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports. "
+                   "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
+    assert pick_node(pod(), [node("a")], {"a": 1}, {"a": {("TCP", "0.0.0.0", 8089)}})[0] == "a"  # asks none

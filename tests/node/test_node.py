@@ -60,10 +60,10 @@ class NoPods:
 class Running:
     """A NodeController started in this process, stopped at teardown."""
 
-    def __init__(self, client, config, **kw):
+    def __init__(self, client, config, facts=None, **kw):
         self.pods = NoPods()
         self.drain_requests = []
-        self.node = NodeController(client, config, host_facts(), self.pods,
+        self.node = NodeController(client, config, facts or host_facts(), self.pods,
                                    on_drain_request=lambda r, m: self.drain_requests.append((r, m)), **kw)
 
     def __enter__(self):
@@ -125,6 +125,24 @@ def test_capacity_overrides(client):
     with Running(client, config("reg-b", cpu="3", memory="5Gi")):
         status = get_node(client, "reg-b")["status"]
     assert status["capacity"]["cpu"] == "3" and status["capacity"]["memory"] == "5Gi"
+
+
+def test_ephemeral_storage_is_the_workspace_filesystem(client, tmp_path):
+    """capacity = the size of the filesystem holding the workspace root; allocatable keeps the 10 % reserve."""
+    from vkcmd.pods.quantity import memory_bytes
+
+    st = os.statvfs(tmp_path)
+    size = st.f_blocks * st.f_frsize
+    assert size > 0
+    with Running(client, config("reg-disk"), facts=host_facts(str(tmp_path))):
+        status = get_node(client, "reg-disk")["status"]
+    capacity = memory_bytes(status["capacity"]["ephemeral-storage"])
+    allocatable = memory_bytes(status["allocatable"]["ephemeral-storage"])
+    assert abs(capacity - size) < 1024
+    assert abs(allocatable - size * 0.9) < 2048
+    with Running(client, config("reg-disk-set", ephemeral_storage="100Gi"), facts=host_facts(str(tmp_path))):
+        status = get_node(client, "reg-disk-set")["status"]
+    assert status["capacity"]["ephemeral-storage"] == status["allocatable"]["ephemeral-storage"] == "100Gi"
 
 
 def test_lease_is_renewed(client):

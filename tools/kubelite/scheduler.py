@@ -34,6 +34,7 @@ TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
 REASON_UNSCHEDULABLE = "node(s) were unschedulable"
 REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 REASON_TOO_MANY_PODS = "Too many pods"
+REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
 
 # Preemption's verdict per failure: only resource shortages could be helped
 # by evicting lower-priority pods; kubelite never preempts.
@@ -165,7 +166,26 @@ def _pod_capacity(node: dict) -> int | None:
         return 0
 
 
-def _failure(pod: dict, node: dict, pod_counts: dict[str, int]) -> tuple[str, str] | None:
+HostPort = tuple[str, str, int]  # (protocol, host IP, port)
+
+
+def host_ports(pod: dict) -> set[HostPort]:
+    """The hostPorts a pod asks for (the NodePorts filter's input); hostIP defaults to 0.0.0.0."""
+    wanted: set[HostPort] = set()
+    spec = pod.get("spec") or {}
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                wanted.add((port.get("protocol") or "TCP", port.get("hostIP") or "0.0.0.0", int(port["hostPort"])))
+    return wanted
+
+
+def _ports_clash(wanted: set[HostPort], used: set[HostPort]) -> bool:
+    return any(p == q and (a == b or "0.0.0.0" in (a, b)) for p, a, n in wanted for q, b, m in used if n == m)
+
+
+def _failure(pod: dict, node: dict, pod_counts: dict[str, int],
+             used_ports: dict[str, set[HostPort]] | None = None) -> tuple[str, str] | None:
     """(reason, preemption verdict) for the first filter the node fails, else None."""
     spec = pod.get("spec") or {}
     tolerations = spec.get("tolerations") or []
@@ -183,6 +203,9 @@ def _failure(pod: dict, node: dict, pod_counts: dict[str, int]) -> tuple[str, st
     name = (node.get("metadata") or {}).get("name")
     if capacity is not None and pod_counts.get(name, 0) + 1 > capacity:
         return REASON_TOO_MANY_PODS, _PREEMPTION_NO_VICTIMS
+    wanted = host_ports(pod)
+    if wanted and used_ports and _ports_clash(wanted, used_ports.get(name, set())):
+        return REASON_PORTS, _PREEMPTION_NO_VICTIMS
     return None
 
 
@@ -190,10 +213,12 @@ def _summary(counter: Counter) -> str:
     return ", ".join(sorted(f"{count} {reason}" for reason, count in counter.items()))
 
 
-def pick_node(pod: dict, nodes: list[dict], pod_counts: dict[str, int]) -> tuple[str | None, str]:
+def pick_node(pod: dict, nodes: list[dict], pod_counts: dict[str, int],
+              used_ports: dict[str, set[HostPort]] | None = None) -> tuple[str | None, str]:
     """Choose the least loaded feasible node (ties: by name), or explain why none fits.
 
-    `pod_counts` maps node name to the number of non-terminal pods bound to it.
+    `pod_counts` maps node name to the number of non-terminal pods bound to it, `used_ports`
+    to the hostPorts those pods hold (kube-scheduler's NodePorts filter).
     Returns (node name, "") or (None, message) with kube-scheduler's wording.
     """
     if not nodes:
@@ -202,7 +227,7 @@ def pick_node(pod: dict, nodes: list[dict], pod_counts: dict[str, int]) -> tuple
     reasons: Counter = Counter()
     verdicts: Counter = Counter()
     for node in nodes:
-        failure = _failure(pod, node, pod_counts)
+        failure = _failure(pod, node, pod_counts, used_ports)
         name = (node.get("metadata") or {}).get("name") or ""
         if failure is None:
             feasible.append((pod_counts.get(name, 0), name))

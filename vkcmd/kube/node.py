@@ -190,7 +190,14 @@ class NodeController:
     def _capacity(self) -> dict[str, str]:
         c, f = self.config, self._facts
         return {"cpu": c.cpu or str(f.cpus), "memory": c.memory or f"{f.memory_bytes // 1024}Ki",
-                "pods": str(c.max_pods), "ephemeral-storage": "0"}
+                "pods": str(c.max_pods), "ephemeral-storage": c.ephemeral_storage or f"{f.storage_bytes // 1024}Ki"}
+
+    def _allocatable(self) -> dict[str, str]:
+        """Capacity less the kubelet's default hard eviction reserve for the node filesystem (10 %)."""
+        allocatable = self._capacity()
+        if not self.config.ephemeral_storage:
+            allocatable["ephemeral-storage"] = f"{self._facts.storage_bytes * 9 // 10 // 1024}Ki"
+        return allocatable
 
     def _conditions(self) -> list[dict[str, str]]:
         with self._lock:
@@ -211,7 +218,7 @@ class NodeController:
             conditions.append(condition)
         return {
             "capacity": self._capacity(),
-            "allocatable": self._capacity(),
+            "allocatable": self._allocatable(),
             "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": c.pod_ip}, {"type": "Hostname", "address": f.hostname}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": c.kubelet_port}},

@@ -16,6 +16,7 @@ class HostFacts(Protocol):
     hostname: str
     cpus: int
     memory_bytes: int
+    storage_bytes: int
     os: str
     arch: str
     kernel: str
@@ -58,6 +59,7 @@ class NodeConfig:
     max_pods: int = 1000
     cpu: str | None = None
     memory: str | None = None
+    ephemeral_storage: str | None = None
     lease_duration: int = 40
     lease_renew_interval: float = 10.0
     status_interval: float = 300.0

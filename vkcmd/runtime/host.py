@@ -1,4 +1,4 @@
-"""Facts about this host that the node reports: CPUs, memory, OS, kernel, boot id.
+"""Facts about this host that the node reports: CPUs, memory, workspace storage, OS, kernel, boot id.
 
 Read once at start-up by the app and handed to the Kubernetes side, which must
 not look at the host itself.
@@ -21,6 +21,7 @@ class HostFacts:
     hostname: str
     cpus: int
     memory_bytes: int
+    storage_bytes: int  # size of the filesystem holding the workspace root (0: unknown)
     os: str  # GOOS-style: linux
     arch: str  # GOARCH-style: amd64, arm64
     kernel: str
@@ -43,12 +44,24 @@ def _os_image() -> str:
     return platform.platform()
 
 
-def host_facts() -> HostFacts:
+def filesystem_bytes(path: str | None) -> int:
+    """Size of the filesystem holding ``path`` (what the kubelet reports as ephemeral-storage); 0 if unknown."""
+    if not path:
+        return 0
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_blocks * st.f_frsize
+
+
+def host_facts(workspace_root: str | None = None) -> HostFacts:
     machine = platform.machine()
     return HostFacts(
         hostname=platform.node(),
         cpus=len(os.sched_getaffinity(0)) or psutil.cpu_count() or 1,
         memory_bytes=psutil.virtual_memory().total,
+        storage_bytes=filesystem_bytes(workspace_root),
         os=platform.system().lower(),
         arch=_ARCH.get(machine, machine),
         kernel=platform.release(),

@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import Any
 
-from ..scheduler import pick_node
+from ..scheduler import HostPort, host_ports, pick_node
 from .events import EventRecorder
 from .kube import Informers, Kube, KubeError, STRATEGIC_PATCH, WorkQueue, now_rfc3339, obj_key
 
@@ -115,19 +115,28 @@ class SchedulerController:
             except Exception:  # noqa: BLE001 - keep the loop alive
                 log.exception("scheduling %s failed", key)
 
-    def _pod_counts(self) -> dict[str, int]:
+    def _node_usage(self) -> tuple[dict[str, int], dict[str, set[HostPort]]]:
+        """Per node: the non-terminal pods bound (or assumed) to it, and the hostPorts they hold."""
         counts: dict[str, int] = {}
+        ports: dict[str, set[HostPort]] = {}
+
+        def add(pod: dict, node: str) -> None:
+            counts[node] = counts.get(node, 0) + 1
+            held = host_ports(pod)
+            if held:
+                ports.setdefault(node, set()).update(held)
+
         seen: set[str] = set()
         for pod in self.pods.items():
             node = (pod.get("spec") or {}).get("nodeName")
             if node and (pod.get("status") or {}).get("phase") not in TERMINAL:
-                counts[node] = counts.get(node, 0) + 1
+                add(pod, node)
                 seen.add(obj_key(pod))
         with self._lock:
-            for key, node in self._assumed.items():
-                if key not in seen:
-                    counts[node] = counts.get(node, 0) + 1
-        return counts
+            assumed = [(key, node) for key, node in self._assumed.items() if key not in seen]
+        for key, node in assumed:
+            add(self.pods.get(key) or {}, node)
+        return counts, ports
 
     def _schedule(self, key: str) -> None:
         pod = self.pods.get(key)
@@ -136,7 +145,7 @@ class SchedulerController:
         with self._lock:
             if key in self._assumed:
                 return
-        node, message = pick_node(pod, self.nodes.items(), self._pod_counts())
+        node, message = pick_node(pod, self.nodes.items(), *self._node_usage())
         if node is None:
             self._unschedulable_pod(key, pod, message)
             return
