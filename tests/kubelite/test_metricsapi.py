@@ -131,7 +131,8 @@ def test_metrics_are_authorized_by_rbac(control_plane, kube_client, kubectl, nod
         {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]})
     rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "top"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "top"},
+        "metadata": {"name": "top"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "top"},
         "subjects": [{"kind": "User", "name": "dave", "apiGroup": "rbac.authorization.k8s.io"}]})
     allowed = wait_for(lambda: (lambda p: p if p.returncode == 0 or "forbidden" not in p.stderr.lower() else None)(
         dave("top", "pods", "-n", namespace)), timeout=10, interval=0.5, what="RBAC grant to take effect")
