@@ -195,7 +195,16 @@ class Demo:
         step("4/5 logs: stdout and stderr of the hello pod's script")
         self.cluster.show_logs("hello")
 
-        step("5/5 metrics: the kubelet API, with the admin client certificate from the kubeconfig")
+        step("5/5 metrics: kubectl top (metrics.k8s.io, served by kubelite from the node's /metrics/resource "
+             "as metrics-server would), then the kubelet API itself with the admin client certificate")
+
+        def p1_measured() -> bool:
+            self.check_alive()
+            p1 = self.cluster.pod_metrics().get("p1")
+            return bool(p1) and all(c["usage"]["cpu"] != "0n" for c in p1["containers"])
+
+        self.wait(p1_measured, 30, "p1 in metrics.k8s.io", lambda: ("  waiting for the first two scrapes", ""))
+        self.cluster.show_top()
         show_metrics(self.kubelet)
 
         say("\nwaiting for p1 (10 s of CPU burn) and placed (sleep 20) to finish:")

@@ -165,6 +165,27 @@ class Cluster:
         text = self.core.read_namespaced_pod_log(pod, NAMESPACE, _request_timeout=10)
         sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
+    def pod_metrics(self) -> dict[str, dict]:
+        """metrics.k8s.io PodMetrics of the namespace by name (what ``kubectl top pods`` reads)."""
+        from kubernetes import client
+
+        items = client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+            "metrics.k8s.io", "v1beta1", NAMESPACE, "pods", _request_timeout=30)["items"]
+        return {m["metadata"]["name"]: m for m in items}
+
+    def show_top(self) -> None:
+        if self.kubectl_path:
+            self.kubectl("top", "nodes")
+            self.kubectl("top", "pods")
+            return
+        say("# (python client) metrics.k8s.io/v1beta1 pods (what kubectl top pods shows)")
+        rows = [("NAME", "CPU(cores)", "MEMORY(bytes)")]
+        for name, m in sorted(self.pod_metrics().items()):
+            cpu = sum(quantity(c["usage"]["cpu"]) for c in m["containers"])
+            memory = sum(quantity(c["usage"]["memory"]) for c in m["containers"])
+            rows.append((name, f"{int(cpu * 1000)}m", f"{int(memory / 2**20)}Mi"))
+        table(rows)
+
     def apply(self, directory: Path) -> None:
         if self.kubectl_path:
             self.kubectl("apply", "-f", rel(directory))
@@ -185,6 +206,15 @@ class Cluster:
                         continue
                     raise DemoError(f"creating {doc['kind']} {doc['metadata']['name']} failed: {error}") from None
                 say(f"{doc['kind'].lower()}/{doc['metadata']['name']} created")
+
+
+def quantity(text: str) -> float:
+    """A metrics quantity (``123456n`` cores, ``2048Ki`` bytes) as a number."""
+    units = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[:-len(suffix)]) * factor
+    return float(text)
 
 
 def table(rows: list[tuple[str, ...]]) -> None:

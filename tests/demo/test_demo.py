@@ -138,6 +138,8 @@ def assert_the_show(out: str) -> None:
     assert "hello from hello on vk-demo, greeting=bonjour, home=" in out
     assert "this goes to stderr" in out
     assert "burned 2 workers for 10 s" in out
+    top = re.search(r"^p1\s+(\d+)m\s+\d+Mi\s*$", out, re.M)  # kubectl top pods (metrics.k8s.io via kubelite)
+    assert top and int(top.group(1)) > 0, out
     p1 = re.search(r"^p1\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+)\s*$", out, re.M)  # /stats/summary per pod
     assert p1 and float(p1.group(1)) > 0 and float(p1.group(2)) > 0 and int(p1.group(3)) >= 2, out
     assert re.search(r"^node vk-demo: cpu \d+\.\d+ cores, memory working set [1-9]\d* MiB", out, re.M), out
@@ -159,6 +161,8 @@ def test_demo_once_with_kubectl(tmp_path):
         assert code == 0, out
         assert "$ kubectl get nodes -L jiriaf.nodetype,jiriaf.site,jiriaf.alivetime" in out
         assert "$ kubectl get pods -o wide" in out and "$ kubectl logs hello" in out
+        assert "$ kubectl top nodes" in out and "$ kubectl top pods" in out
+        assert re.search(r"^vk-demo\s+\d+m\s", out, re.M), out  # kubectl top nodes
         assert "python client" not in out
         assert_the_show(out)
         assert_nothing_left(run.tag)

@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import csr, discovery, errors, logproxy, policy, reviews, selectors, streamproxy, subresources, tables
+from . import (csr, discovery, errors, logproxy, metricsapi, policy, reviews, selectors, streamproxy, subresources,
+               tables)
 from .api import Api
 from .identity import TokenAuthenticator, User, user_from_peercert
 from .resources import Resource, lookup
@@ -169,6 +170,7 @@ class App:
         self.signer = signer
         self.tokens = TokenAuthenticator(signer, api.store)
         self.kubelet_ctx = kubelet_ctx
+        self.metrics = metricsapi.MetricsApi(api, kubelet_ctx)
         self.bookmark_interval = bookmark_interval
         self.stopping = threading.Event()
         self._upstreams: set = set()
@@ -322,6 +324,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routing -------------------------------------------------------------
     def _route(self, method: str, path: str, query: dict, body: bytes, user: User | None) -> None:
+        metrics = metricsapi.parse_path(path)
+        if metrics is not None:
+            return self._metrics(method, metrics, query, user)
         route = parse_resource_path(path)
         if route is None:
             if method != "GET":
@@ -334,6 +339,15 @@ class Handler(BaseHTTPRequestHandler):
         if verb not in (r.verbs if route.sub is None else r.sub(route.sub).verbs):
             raise errors.method_not_allowed()
         getattr(self, "_do_" + verb)(route, query, body, user)
+
+    def _metrics(self, method: str, target: tuple, query: dict, user: User | None) -> None:
+        plural, ns, name = target
+        if method != "GET":
+            raise errors.method_not_allowed()
+        self._authorize(user, {"resourceAttributes": {
+            "verb": "get" if name else "list", "group": metricsapi.GROUP, "version": metricsapi.VERSION,
+            "resource": plural, "subresource": "", "namespace": ns or "", "name": name or ""}})
+        self._send_obj(200, self.server.app.metrics.serve(plural, ns, name, query))
 
     @staticmethod
     def _verb(method: str, route: Route, query: dict) -> str:
@@ -357,10 +371,19 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_obj(200, discovery.version())
         if path in ("/api", "/apis"):
             if discovery.wants_aggregated(accept):
-                return self._send(200, encode(discovery.aggregated(path == "/api")), discovery.AGGREGATED_V2)
+                doc = discovery.aggregated(path == "/api")
+                if path == "/apis":
+                    doc["items"].append(metricsapi.aggregated_item())
+                return self._send(200, encode(doc), discovery.AGGREGATED_V2)
             if path == "/api":
                 return self._send_obj(200, discovery.api_versions(self.headers.get("Host") or "127.0.0.1"))
-            return self._send_obj(200, discovery.api_group_list())
+            doc = discovery.api_group_list()
+            doc["groups"].append(metricsapi.group_entry())
+            return self._send_obj(200, doc)
+        if path == f"/apis/{metricsapi.GROUP}":
+            return self._send_obj(200, metricsapi.api_group())
+        if path == metricsapi.PREFIX:
+            return self._send_obj(200, metricsapi.resource_list())
         if path == "/api/v1":
             return self._send_obj(200, discovery.resource_list("v1"))
         parts = path.strip("/").split("/")
