@@ -55,6 +55,19 @@ def test_container_status_shapes():
     assert backoff["state"] == {"waiting": {"reason": "CrashLoopBackOff"}}
     assert backoff["lastState"]["terminated"]["exitCode"] == 1 and backoff["restartCount"] == 2
 
+def test_no_terminal_phase_while_a_sidecar_still_runs():
+    """The main containers decide the outcome; it is reported once the sidecar has stopped too (kubelet >= 1.27)."""
+    import dataclasses
+
+    side = dataclasses.replace(running("side"), sidecar=True, started=True)
+    stopped_side = dataclasses.replace(exited("side", 143), sidecar=True, started=True)
+    assert pod_phase("Never", [side], [exited("a", 0)]) == "Running"
+    assert pod_phase("Never", [side], [exited("a", 1)]) == "Running"
+    assert pod_phase("Never", [stopped_side], [exited("a", 0)]) == "Succeeded"
+    assert pod_phase("Never", [stopped_side], [exited("a", 1)]) == "Failed"
+    assert pod_phase("Never", [side], [running("a")]) == "Running"
+
+
 
 def test_conditions_keep_transition_times_while_unchanged():
     pod = {"spec": {"restartPolicy": "Never", "containers": [{"name": "a"}]}, "status": {}}

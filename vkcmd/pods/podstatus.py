@@ -95,7 +95,17 @@ def container_status(view: ContainerView) -> dict[str, Any]:
 
 def pod_phase(restart_policy: str, init: Sequence[ContainerView], app: Sequence[ContainerView],
               init_failed: bool = False) -> str:
-    """The phase, by the kubelet's rules."""
+    """The phase, by the kubelet's rules; as since 1.27, never terminal while a sidecar still runs
+    (the main containers decide Succeeded or Failed, reported once every container has stopped)."""
+    phase = _phase_of_containers(restart_policy, init, app, init_failed)
+    if phase in ("Succeeded", "Failed") and any(
+            view.sidecar and view.state in (ContainerState.RUNNING, ContainerState.STAGING) for view in init):
+        return "Running"
+    return phase
+
+
+def _phase_of_containers(restart_policy: str, init: Sequence[ContainerView], app: Sequence[ContainerView],
+                         init_failed: bool) -> str:
     if init_failed:
         return "Failed"
     if any(not _init_done(view) for view in init):
