@@ -98,6 +98,7 @@ class Runtime:
             self._table.cond.notify_all()
         self._reaper.stop(timeout)
         self._thread.join(timeout)
+        self._scanner.close()
         self._tracker.forget_all()
         self._thread = None
 

@@ -20,6 +20,7 @@ from collections.abc import Collection
 
 from vkcmd.logfmt import fields
 from vkcmd.runtime import reaper as rp
+from vkcmd.runtime.pgidfiles import PgidFiles
 from vkcmd.runtime.process_run import Run, RunTable
 from vkcmd.runtime.state import StateStore
 from vkcmd.runtime.tracker import Snapshot, Tracker
@@ -27,6 +28,10 @@ from vkcmd.runtime.usage import Usage, memory_of
 
 log = logging.getLogger(__name__)
 
+#: The share of a core the background usage scans may take at most (they are spaced out beyond it) ...
+_USAGE_BUDGET = 0.01
+#: ... up to this interval (seconds) between them.
+_USAGE_INTERVAL_MAX = 10.0
 #: Rounds of SIGSTOP + re-scan before the SIGKILL, at most (each round stops what the last one found).
 _MAX_STOP_ROUNDS = 20
 #: While someone waits for a run to be gone, re-scan this often (seconds) instead of each interval.
@@ -39,7 +44,9 @@ class Scanner:
     """The scanner thread (``run``) and scans on demand (``scan``) over one ``RunTable``.
 
     ``interval``: seconds between periodic scans; ``usage_interval``: how often a periodic scan
-    measures every run while usage was asked in the last ``usage_linger`` seconds.
+    measures every run while usage was asked in the last ``usage_linger`` seconds - at least; less
+    often when one such scan costs more than ``_USAGE_BUDGET`` of a core at that pace (thousands of
+    runs), up to every ``_USAGE_INTERVAL_MAX`` seconds (as the kubelet's cAdvisor housekeeping).
     """
 
     def __init__(self, table: RunTable, tracker: Tracker, store: StateStore, *, interval: float,
@@ -49,13 +56,16 @@ class Scanner:
         self.store = store
         self.interval = interval
         self._next_scan = 0.0
-        self._usage_interval = usage_interval
+        self._usage_base = self._usage_interval = usage_interval
         self._usage_linger = usage_linger
-        # older than this, usage() scans itself (the scanner is late, or was not asked to measure)
-        self._usage_stale = max(2 * usage_interval, usage_interval + 2 * interval)
+        self._usage_stale = 0.0
+        self._pace(0.0)
         self._usage: dict[str, tuple[str, Usage]] = {}   # key -> (run id, usage) of the last full scan
         self._usage_at = float("-inf")                   # time.monotonic() of that scan
         self._usage_wanted_until = float("-inf")         # measure in the background until then
+        self._pgid_files = PgidFiles()
+        self._pgid_named: dict[str, int] = {}            # run id -> the group its pgid file names now
+        self._following: set[str] = set()                # runs with a named_pgid set
 
     def run(self) -> None:
         """The thread's loop, until ``table.stopping``."""
@@ -81,6 +91,13 @@ class Scanner:
                 log.exception("runtime scan failed")
 
     # -- usage ---------------------------------------------------------------------------------
+
+    def _pace(self, cost: float) -> None:
+        """(lock held, or before the thread starts) The background measuring interval after a full
+        scan that cost ``cost`` CPU seconds, and the age beyond which usage() scans itself (the
+        scanner is late, or was not asked to measure)."""
+        self._usage_interval = max(self._usage_base, min(_USAGE_INTERVAL_MAX, cost / _USAGE_BUDGET))
+        self._usage_stale = max(2 * self._usage_interval, self._usage_interval + 2 * self.interval)
 
     def wanted_usage(self) -> dict[str, Usage] | None:
         """Keep measuring for the next ``usage_linger`` seconds; the latest snapshot's usage of the
@@ -153,9 +170,12 @@ class Scanner:
             measure = periodic and self._usage_due(now)
         if periodic:
             self._read_pgid_files(runs)
+        cost = time.thread_time()
         snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
         if measure:
             self.measure(snap)
+            with table.lock:
+                self._pace(time.thread_time() - cost)
         # A SIGTERM is held back until the run's command exists: sent while the monitor is still
         # starting it, it reaches only the monitor, or the monitor's fork in the instant after the
         # fork and before its traps are reset, and is lost there.
@@ -193,19 +213,37 @@ class Scanner:
         """A run's pgid file may have been rewritten to name another process group (JIRIAF scripts
         do, for a workload started elsewhere): that group is then followed as the run's (its
         processes of vkcmd's user; see ``Tracker.scan``). Never pgid 0 or 1, vkcmd's own group, or
-        another run's group."""
-        live = [r for r in runs if r.leader_alive and r.record.container_dir]
-        named = {r.run_id: named_pgid(r.record.container_dir) for r in live}
+        another run's group. A file is read again only when ``PgidFiles`` saw it change (or cannot
+        watch it); what it named is checked again at every periodic scan."""
+        alive = {r.run_id: r for r in runs if r.leader_alive and r.record.container_dir}
+        live = {run_id: r.record.container_dir for run_id, r in alive.items()}
+        for run_id in self._pgid_files.changed(live):
+            pgid = named_pgid(live[run_id])
+            if pgid is None or pgid == alive[run_id].pid:       # its own group (as written at launch)
+                self._pgid_named.pop(run_id, None)
+            else:
+                self._pgid_named[run_id] = pgid
+        for run_id in [run_id for run_id in self._pgid_named if run_id not in live]:
+            del self._pgid_named[run_id]
         with self.table.lock:
             leaders = self.table.by_pid
-            for r in live:
-                pgid = named[r.run_id]
+            by_id = self.table.by_id
+            for run_id, r in ((run_id, by_id.get(run_id)) for run_id in self._pgid_named.keys() | self._following):
+                if r is None:
+                    continue
+                pgid = self._pgid_named.get(run_id)
                 if pgid is not None and (pgid == r.pid or pgid in leaders or pgid in (1, os.getpgrp())):
                     pgid = None
                 if pgid != r.named_pgid and pgid is not None:
                     log.info("following the process group its pgid file names",
                              extra=fields(key=r.key, run=r.run_id, pgid=pgid))
                 r.named_pgid = pgid
+            self._following = {run_id for run_id in self._pgid_named if run_id in by_id
+                               and by_id[run_id].named_pgid is not None}
+
+    def close(self) -> None:
+        """Release the pgid files' watches (after the thread ended)."""
+        self._pgid_files.close()
 
     def _signal_run(self, run: Run, snap: Snapshot, sig: int) -> None:
         """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
