@@ -115,19 +115,22 @@ def opened_pgid_files(watcher: Inotify, names: dict[int, str]) -> set[str]:
     return seen
 
 
-def test_pgid_files_are_read_when_rewritten_not_at_every_scan(rt):
+def test_pgid_files_are_read_when_rewritten_not_at_every_scan(rt, caplog):
     """Issue 16: at thousands of pods, re-reading every pgid file at every scan was a third of an
     idle node's CPU. A file is read when its run is new and when it is written, not per scan; a
     rewrite is still followed (and one renamed into place too)."""
     keys = [f"p/c{i}" for i in range(3)]
-    for key in keys:
-        rt.sh(key, RUN)
-    for key in keys:
-        rt.wait_out(key, "ready")
     watcher = Inotify()
     try:
         names = {watcher.add_watch(str(rt.cdir(key.replace("/", "_"))), IN_OPEN): key for key in keys}
-        time.sleep(0.3)                                          # the first scans after the launches
+        for key in keys:
+            rt.sh(key, RUN)
+        for key in keys:
+            rt.wait_out(key, "ready")
+        first: set[str] = set()                                  # each read once: the run is new
+        until(lambda: first.update(opened_pgid_files(watcher, names)) or first == set(keys),
+              "a new run's pgid file was never read", timeout=10)
+        time.sleep(SCAN * 3)
         opened_pgid_files(watcher, names)
         time.sleep(SCAN * 15)                                    # a dozen periodic scans
         assert opened_pgid_files(watcher, names) == set(), "pgid files read again at idle scans"
@@ -146,3 +149,5 @@ def test_pgid_files_are_read_when_rewritten_not_at_every_scan(rt):
         for key in keys:
             rt.rt.terminate(key, 0)
         assert {rt.exit().key for _ in keys} == set(keys)
+        time.sleep(SCAN * 5)                                     # scans after the ends drop the watches
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], "a scan failed"

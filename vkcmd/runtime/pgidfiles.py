@@ -53,7 +53,9 @@ class PgidFiles:
         if overflow:
             touched = set(dirs)
         for directory in self._wd.keys() - dirs.keys():        # no live run there any more
-            self._inotify.rm_watch(self._dir.pop(self._wd.pop(directory)))
+            wd = self._wd.pop(directory)
+            del self._dir[wd]
+            self._inotify.rm_watch(wd)
         for directory in dirs.keys() - self._wd.keys():        # new here (or not watchable): read it
             touched.add(directory)
             try:
