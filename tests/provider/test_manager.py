@@ -263,3 +263,19 @@ def test_a_drain_is_applied_by_the_pod_worker_and_never_rewrites_an_ended_pod(pr
     assert (drained["phase"], drained["reason"]) == ("Failed", "WalltimeExpired")
     disruption = next(c for c in drained["conditions"] if c["type"] == "DisruptionTarget")
     assert disruption["reason"] == "TerminationByKubelet" and disruption["message"] == "the walltime is over"
+
+
+def test_an_object_change_retries_only_pods_still_waiting_to_start(provider, monkeypatch):
+    """Issue 16: every token fetch (one per pod start) re-synced every running pod of the namespace
+    (a started container keeps ContainerCreating as its last waiting reason): O(pods) per start."""
+    manager, _ = provider(StaticResolver())
+    bodies = [pod(f"run-{i}", ["sleep", "60"]) for i in range(3)]
+    for body in bodies:
+        manager.upsert(body)
+    for body in bodies:
+        wait_until(lambda: phase(manager, body["metadata"]["uid"]) == "Running", 10, "Running")
+    queued = []
+    add = manager._queue.add
+    monkeypatch.setattr(manager._queue, "add", lambda key: (queued.append(key), add(key))[1])
+    manager.object_changed("ServiceAccountToken", "default", "default")
+    assert queued == []

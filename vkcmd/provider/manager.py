@@ -38,6 +38,7 @@ log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
 WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
+_NOT_STARTED = (CS.PENDING, CS.STAGING)
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
 
 
@@ -155,9 +156,12 @@ class PodManager:
     def object_changed(self, kind: str, namespace: str, name: str) -> None:
         """A ConfigMap or Secret changed: retry the pods of that namespace waiting on config."""
         with self._lock:
+            # only containers still waiting to start: a started one keeps its last waiting reason
+            # (ContainerCreating), and re-syncing every running pod per token fetch was O(pods) a start
             waiting = [r.uid for r in self._records.values()
                        if (not namespace or r.namespace == namespace)
-                       and any(c.waiting_reason in WAITS_ON_OBJECTS for c in r.containers())]
+                       and any(c.state in _NOT_STARTED and c.waiting_reason in WAITS_ON_OBJECTS
+                               for c in r.containers())]
         for uid in waiting:
             self._queue.add(uid)
 

@@ -20,7 +20,7 @@ from vkcmd.runtime.state import RunRecord
 from vkcmd.runtime.usage import CpuAccount
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Run:
     """One run as the Runtime tracks it: fields change under the table's lock only."""
     key: str
