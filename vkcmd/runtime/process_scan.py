@@ -45,8 +45,9 @@ class Scanner:
 
     ``interval``: seconds between periodic scans; ``usage_interval``: how often a periodic scan
     measures every run while usage was asked in the last ``usage_linger`` seconds - at least; less
-    often when one such scan costs more than ``_USAGE_BUDGET`` of a core at that pace (thousands of
-    runs), up to every ``_USAGE_INTERVAL_MAX`` seconds (as the kubelet's cAdvisor housekeeping).
+    often when reading every member costs more than ``_USAGE_BUDGET`` of a core at that pace
+    (thousands of runs), up to every ``_USAGE_INTERVAL_MAX`` seconds (as the kubelet's cAdvisor
+    housekeeping).
     """
 
     def __init__(self, table: RunTable, tracker: Tracker, store: StateStore, *, interval: float,
@@ -94,7 +95,7 @@ class Scanner:
 
     def _pace(self, cost: float) -> None:
         """(lock held, or before the thread starts) The background measuring interval after a full
-        scan that cost ``cost`` CPU seconds, and the age beyond which usage() scans itself (the
+        scan whose reading of the members cost ``cost`` CPU seconds, and the age beyond which usage() scans itself (the
         scanner is late, or was not asked to measure)."""
         self._usage_interval = max(self._usage_base, min(_USAGE_INTERVAL_MAX, cost / _USAGE_BUDGET))
         self._usage_stale = max(2 * self._usage_interval, self._usage_interval + 2 * self.interval)
@@ -170,12 +171,11 @@ class Scanner:
             measure = periodic and self._usage_due(now)
         if periodic:
             self._read_pgid_files(runs)
-        cost = time.thread_time()
         snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
         if measure:
             self.measure(snap)
             with table.lock:
-                self._pace(time.thread_time() - cost)
+                self._pace(self.tracker.full_read_cost)
         # A SIGTERM is held back until the run's command exists: sent while the monitor is still
         # starting it, it reaches only the monitor, or the monitor's fork in the instant after the
         # fork and before its traps are reset, and is lost there.

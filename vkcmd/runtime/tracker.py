@@ -92,6 +92,7 @@ class Tracker:
         self._self = os.getpid()
         self.scans = 0                               # scans of /proc, of any kind
         self.full_scans = 0                          # scans that read every member (``full``)
+        self.full_read_cost = 0.0                    # thread CPU seconds the last full scan spent reading members
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
              stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
@@ -131,7 +132,10 @@ class Tracker:
             self._groups = dict(groups)
             if self._marked:
                 self._promote(known)
+            cost = time.thread_time()
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
+            if full:
+                self.full_read_cost = time.thread_time() - cost
             return snap
 
     def _list(self) -> set[int] | None:
