@@ -28,16 +28,17 @@ class PgidFiles:
         self._name = name.encode()
         self._inotify: Inotify | None = None     # made at the first call (constructing has no side effect)
         self._started = False
-        self._wd: dict[str, int] = {}       # directory -> its watch
-        self._dir: dict[int, str] = {}      # watch -> directory
+        self._wd: dict[str, int] = {}               # run id -> the watch on its directory
+        self._runs: dict[int, set[str]] = {}        # watch -> the runs in that directory (one, mostly)
 
     @property
     def watches(self) -> int:
-        return len(self._wd)
+        return len(self._runs)
 
     def changed(self, live: Mapping[str, str]) -> set[str]:
         """Of ``live`` (run id -> container directory), the runs whose file may have changed since
-        the last call (all of them without inotify)."""
+        the last call (all of them without inotify). Work per call: the runs that came or went, and
+        the events - none per run that stayed."""
         if not self._started:
             self._started = True
             try:
@@ -46,28 +47,36 @@ class PgidFiles:
                 self._inotify = None
         if self._inotify is None:
             return set(live)
-        dirs: dict[str, list[str]] = {}
-        for run_id, directory in live.items():
-            dirs.setdefault(directory, []).append(run_id)
         touched, overflow = self._events()
         if overflow:
-            touched = set(dirs)
-        for directory in self._wd.keys() - dirs.keys():        # no live run there any more
-            wd = self._wd.pop(directory)
-            del self._dir[wd]
-            self._inotify.rm_watch(wd)
-        for directory in dirs.keys() - self._wd.keys():        # new here (or not watchable): read it
-            touched.add(directory)
+            return set(live)
+        for run_id in self._wd.keys() - live.keys():          # ended: drop its watch (the last run's)
+            self._forget(run_id)
+        unwatched = live.keys() - self._wd.keys()             # new here (or not watchable): read them
+        for run_id in unwatched:
             try:
-                wd = self._inotify.add_watch(directory, MASK)
+                wd = self._inotify.add_watch(live[run_id], MASK)
             except OSError:
-                continue                                       # read at every call instead
-            self._wd[directory], self._dir[wd] = wd, directory
-        return {run_id for directory in touched for run_id in dirs.get(directory, ())}
+                continue                                      # read at every call instead
+            self._wd[run_id] = wd
+            self._runs.setdefault(wd, set()).add(run_id)
+        for wd in touched:
+            unwatched.update(self._runs.get(wd, ()))
+        return unwatched
 
-    def _events(self) -> tuple[set[str], bool]:
-        """Directories with an event on the file since the last read; whether events were lost."""
-        touched: set[str] = set()
+    def _forget(self, run_id: str) -> None:
+        wd = self._wd.pop(run_id)
+        runs = self._runs.get(wd)
+        if runs is not None:
+            runs.discard(run_id)
+            if not runs:
+                del self._runs[wd]
+                self._inotify.rm_watch(wd)
+
+    def _events(self) -> tuple[set[int], bool]:
+        """Watches with an event on the file since the last read; whether events were lost. A watch
+        whose directory went is dropped (its runs are then watched again, or read, at the next call)."""
+        touched: set[int] = set()
         overflow = False
         for data in self._inotify.read():
             offset, size = 0, len(data)
@@ -77,17 +86,13 @@ class PgidFiles:
                 offset = start + length
                 if mask & IN_Q_OVERFLOW:
                     overflow = True
-                    continue
-                directory = self._dir.get(wd)
-                if directory is None:
-                    continue
-                if mask & _GONE and not length:                # the directory itself went: watch again
-                    touched.add(directory)
+                elif mask & _GONE and not length:
+                    touched.add(wd)
                     if mask & IN_IGNORED:
-                        del self._dir[wd]
-                        self._wd.pop(directory, None)
+                        for run_id in self._runs.pop(wd, ()):
+                            self._wd.pop(run_id, None)
                 elif data[start:offset].rstrip(b"\0") == self._name:
-                    touched.add(directory)
+                    touched.add(wd)
         return touched, overflow
 
     def close(self) -> None:
@@ -95,4 +100,4 @@ class PgidFiles:
             self._inotify.close()
             self._inotify = None
         self._wd.clear()
-        self._dir.clear()
+        self._runs.clear()

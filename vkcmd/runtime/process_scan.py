@@ -144,10 +144,11 @@ class Scanner:
 
     # -- scans ---------------------------------------------------------------------------------
 
-    def scan(self, *, full: bool = False, stat_runs: Collection[str] = (),
-             mem_runs: Collection[str] = ()) -> Snapshot:
-        """A tracker scan with the current runs, folded into the CPU accounts."""
-        live, known, groups = self.table.live_sessions()
+    def scan(self, *, full: bool = False, stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
+             sessions: tuple[dict[int, str], set[str], dict[int, str]] | None = None) -> Snapshot:
+        """A tracker scan with the current runs (``sessions``: what ``RunTable.live_sessions`` gives,
+        when the caller has it already), folded into the CPU accounts."""
+        live, known, groups = sessions or self.table.live_sessions()
         snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full, groups=groups)
         with self.table.lock:
             ids = set(snap.vanished) | (set(snap.members) if full else set())
@@ -160,18 +161,37 @@ class Scanner:
     def _cycle(self, periodic: bool) -> None:
         table = self.table
         now = time.monotonic()
+        # one pass over the runs (thousands, at every tick) for all this cycle needs of them
+        to_term: list[Run] = []
+        mem_runs: set[str] = set()
+        ending: set[str] = set()      # runs being ended or waited for: read their members (zombies are gone)
+        live_dirs: dict[str, str] = {}
+        sessions: dict[int, str] = {}
+        groups: dict[int, str] = {}
         with table.lock:
-            runs = [r for r in table.by_id.values() if not r.starting]
-            to_term = [r for r in runs if r.term_pending and r.leader_alive]
-            mem_runs = {r.run_id for r in runs if periodic and r.memory_limit and r.leader_alive
-                        and r.kill_deadline is None}
-            # runs being ended or waited for: read their members, so that zombies count as gone
-            ending = {r.run_id for r in runs if r.term_pending or r.kill_deadline is not None
-                      or r.done_cbs or not r.leader_alive}
+            for r in table.by_id.values():
+                if r.starting:
+                    continue
+                if r.leader_alive:
+                    sessions[r.pid] = r.run_id
+                    if r.named_pgid is not None:
+                        groups[r.named_pgid] = r.run_id
+                    if r.record.container_dir:
+                        live_dirs[r.run_id] = r.record.container_dir
+                    if r.term_pending:
+                        to_term.append(r)
+                    if periodic and r.memory_limit and r.kill_deadline is None:
+                        mem_runs.add(r.run_id)
+                if r.term_pending or r.kill_deadline is not None or r.done_cbs or not r.leader_alive:
+                    ending.add(r.run_id)
+            known = set(table.by_id)
             measure = periodic and self._usage_due(now)
         if periodic:
-            self._read_pgid_files(runs)
-        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
+            self._read_pgid_files(live_dirs)
+            with table.lock:                 # what the pgid files name now
+                groups = {r.named_pgid: r.run_id for r in map(table.by_id.get, self._following)
+                          if r is not None and r.leader_alive and r.named_pgid is not None}
+        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure, sessions=(sessions, known, groups))
         if measure:
             self.measure(snap)
             with table.lock:
@@ -209,26 +229,27 @@ class Scanner:
             snap = self._stop_and_kill(to_kill, snap)
         self._finish(snap)
 
-    def _read_pgid_files(self, runs: list[Run]) -> None:
+    def _read_pgid_files(self, live: dict[str, str]) -> None:
         """A run's pgid file may have been rewritten to name another process group (JIRIAF scripts
         do, for a workload started elsewhere): that group is then followed as the run's (its
         processes of vkcmd's user; see ``Tracker.scan``). Never pgid 0 or 1, vkcmd's own group, or
-        another run's group. A file is read again only when ``PgidFiles`` saw it change (or cannot
-        watch it); what it named is checked again at every periodic scan."""
-        alive = {r.run_id: r for r in runs if r.leader_alive and r.record.container_dir}
-        live = {run_id: r.record.container_dir for run_id, r in alive.items()}
+        another run's group. ``live``: run id -> container dir of the runs whose leader lives. A file
+        is read again only when ``PgidFiles`` saw it change (or cannot watch it); what it named is
+        checked again at every periodic scan."""
+        by_id = self.table.by_id
         for run_id in self._pgid_files.changed(live):
             pgid = named_pgid(live[run_id])
-            if pgid is None or pgid == alive[run_id].pid:       # its own group (as written at launch)
+            r = by_id.get(run_id)
+            if pgid is None or r is None or pgid == r.pid:       # its own group (as written at launch)
                 self._pgid_named.pop(run_id, None)
             else:
                 self._pgid_named[run_id] = pgid
-        for run_id in [run_id for run_id in self._pgid_named if run_id not in live]:
+        for run_id in self._pgid_named.keys() - live.keys():
             del self._pgid_named[run_id]
         with self.table.lock:
             leaders = self.table.by_pid
-            by_id = self.table.by_id
-            for run_id, r in ((run_id, by_id.get(run_id)) for run_id in self._pgid_named.keys() | self._following):
+            for run_id in self._pgid_named.keys() | self._following:
+                r = by_id.get(run_id)
                 if r is None:
                     continue
                 pgid = self._pgid_named.get(run_id)
