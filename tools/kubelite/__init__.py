@@ -11,7 +11,7 @@ controllers a default cluster runs (scheduler, deployments, node lifecycle,
 real cluster.
 
 Layers: ``errors``/``resources``/``certs``/``tokens``/``quantity``/``csr`` (leaves) <- ``store``
-<- ``nodegraph`` <- ``nodeauthz`` (Node authorizer), ``noderestriction`` <- ``strategy``,
+<- ``nodegraph`` <- ``nodeauthz`` (Node authorizer), ``admission`` (a module per plugin) <- ``strategy``,
 ``policy`` (seam to patch/selectors/admission/rbac/Node authorizer/NodeRestriction) <- ``api``,
 ``subresources``, ``reviews``, ``tables``, ``discovery``, ``logproxy`` <-
 ``server`` (HTTP) <- :class:`ControlPlane` (wiring, this module).

@@ -6,7 +6,8 @@ HTTP edge maps one error type.
 
 from __future__ import annotations
 
-from . import admission, errors, noderestriction, rbac, selectors
+from . import admission, errors, rbac, selectors
+from .admission import noderestriction
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 
