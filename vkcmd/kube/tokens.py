@@ -20,12 +20,13 @@ from typing import Any
 from vkcmd.backoff import PerKey
 from vkcmd.kube.client import ApiError, KubeClient, path
 from vkcmd.pods.errors import not_yet
+from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN
 from vkcmd.timefmt import parse_time
 from vkcmd.workqueue import WorkQueue
 
 log = logging.getLogger("vkcmd.kube.tokens")
 
-TOKEN = "ServiceAccountToken"
+TOKEN = SERVICE_ACCOUNT_TOKEN  # the kind on_change reports for a fetched or renewed token
 DEFAULT_EXPIRATION = 3607  # the kubelet's default for the projected token of the service account volume
 REFRESH_AT = 0.8  # of a token's life
 
