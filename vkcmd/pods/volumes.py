@@ -20,8 +20,10 @@ from vkcmd.pods.errors import ConfigError, WorkspaceError, config_error
 from vkcmd.pods.paths import relative_parts
 from vkcmd.pods.resolver import Resolver
 
-#: The resolver's kind for a service account token (what a renewal reports as changed).
+#: Kinds of change the resolver reports for tokens: one fetched for the first time (name: the service
+#: account), and one renewed (name: the pod it is bound to, whose running containers get the new file).
 SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"
+SERVICE_ACCOUNT_TOKEN_RENEWED = "ServiceAccountTokenRenewed"
 SUPPORTED = ("configMap", "secret", "emptyDir", "hostPath", "projected", "downwardAPI")
 DEFAULT_MODE = 0o644  # the API's default for defaultMode (420)
 SECRET_MODE_MASK = 0o700  # secret data: the owner's bits of a mode are honoured, never group's or others'

@@ -24,13 +24,13 @@ from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as 
 from vkcmd.pods import Resolver, Workspace
 from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
-from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN
+from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN_RENEWED
 from vkcmd.provider import decide
 from vkcmd.provider.hooks import HOOKS, Hooks
 from vkcmd.provider.launch import Launcher, LogWatcher
 from vkcmd.provider.probing import ProbeItem, Prober
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period, new_record
-from vkcmd.provider.tokenfiles import renew_running, service_account
+from vkcmd.provider.tokenfiles import renew_running
 from vkcmd.runtime import ExitReport, Recovered, Runtime
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
@@ -157,14 +157,13 @@ class PodManager:
 
     def object_changed(self, kind: str, namespace: str, name: str) -> None:
         """A ConfigMap, Secret or token changed: retry the pods of that namespace waiting on config; a
-        token (of service account ``name``) also goes into the running containers of its pods."""
+        renewed token also goes into the running containers of its pod (``name``)."""
         with self._lock:
             waiting = [r.uid for r in self._records.values()
                        if (not namespace or r.namespace == namespace)
                        and any(c.waiting_reason in WAITS_ON_OBJECTS for c in r.containers())]
-            if kind == SERVICE_ACCOUNT_TOKEN:
-                renewed = [r.uid for r in self._records.values()
-                           if r.namespace == namespace and service_account(r.pod) == name]
+            if kind == SERVICE_ACCOUNT_TOKEN_RENEWED:
+                renewed = [r.uid for r in self._records.values() if r.namespace == namespace and r.name == name]
                 self._tokens_renewed.update(renewed)
                 waiting += renewed
         for uid in waiting:

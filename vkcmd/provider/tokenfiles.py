@@ -26,11 +26,6 @@ log = logging.getLogger("vkcmd.provider.tokenfiles")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def service_account(pod: dict[str, Any]) -> str:
-    spec = pod.get("spec") or {}
-    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-
-
 def renew_running(record: PodRecord, resolver: Resolver) -> None:
     """On the pod's worker (staging runs there too): the renewed tokens into each running container."""
     for container in record.containers():
