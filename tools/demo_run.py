@@ -114,7 +114,7 @@ class Demo:
 
         step("2/5 node: joins with a bootstrap token only, as kubeadm join does, and runs as system:node:" + NODE)
         bootstrap = self.make_bootstrap_token(kubeconfig)
-        node_kubeconfig = self.home / ".vkcmd" / f"{NODE}.kubeconfig"
+        node_kubeconfig = self.node_kubeconfig = self.home / ".vkcmd" / f"{NODE}.kubeconfig"
         say(f"$ python -m vkcmd --nodename {NODE} --provider mock --klog.v 3 --bootstrap-kubeconfig {rel(bootstrap)}")
         port = free_port()
         env = self.child_env(KUBECONFIG=str(node_kubeconfig), NODENAME=NODE, JIRIAF_WALLTIME="3600",
@@ -258,6 +258,7 @@ class Demo:
         say(f"\nThe node keeps running (the ticker Deployment too). In another terminal, try:\n"
             f"  export KUBECONFIG={kubeconfig}\n"
             f"  kubectl describe pod p1; kubectl logs -f deploy/ticker; kubectl scale deploy ticker --replicas=5\n"
+            f"  kubectl --kubeconfig {self.node_kubeconfig} auth whoami   # the node's own identity\n"
             f"  grep fsm.trace {self.vk_log}      # every state transition, one line each\n"
             f"  ls {self.home}/default/hello/containers/main/   # pgid, stdout, stderr, scripts/")
         say("press Ctrl-C to stop")

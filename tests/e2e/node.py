@@ -34,14 +34,14 @@ class Node:
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
-        self.kubeconfig = str(workdir / f"{name}.kubeconfig")
+        self.kubeconfig = env.get("KUBECONFIG") or str(workdir / f"{name}.kubeconfig")
         bootstrap = {}
         if identity == "admin":
             self.kubeconfig = control_plane.kubeconfig
-        elif identity == "bootstrap":
-            bootstrap = {"VK_BOOTSTRAP_KUBECONFIG": bootstrap_kubeconfig(control_plane,
-                                                                         workdir / f"{name}.bootstrap.kubeconfig")}
-        else:
+        elif identity == "bootstrap":  # a VK_BOOTSTRAP_KUBECONFIG given in env is used as it is
+            bootstrap = {"VK_BOOTSTRAP_KUBECONFIG": env.get("VK_BOOTSTRAP_KUBECONFIG") or bootstrap_kubeconfig(
+                control_plane, workdir / f"{name}.bootstrap.kubeconfig")}
+        elif "KUBECONFIG" not in env:  # (a test that passes its own KUBECONFIG keeps it)
             control_plane.node_kubeconfig(self.kubeconfig, name)
         self.env = {**os.environ, "KUBECONFIG": self.kubeconfig, **bootstrap, "NODENAME": name,
                     "HOME": str(self.home), "VKUBELET_POD_IP": "127.0.0.1", "KUBELET_PORT": str(self.port),
