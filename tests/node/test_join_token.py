@@ -59,6 +59,13 @@ def test_token_create_writes_the_kubeconfig_0600_and_prints_no_secret(control_pl
     assert [p.name for p in tmp_path.iterdir()] == ["boot.kubeconfig"]  # no temporary left
 
 
+def test_an_unwritable_kubeconfig_out_makes_no_token(control_plane, kube_client, tmp_path):
+    before = client.CoreV1Api(kube_client).list_namespaced_secret("kube-system").items
+    proc = token_create(control_plane, "--kubeconfig-out", str(tmp_path / "missing" / "boot.kubeconfig"))
+    assert proc.returncode == 1 and "no directory" in proc.stderr, proc.stderr
+    assert len(client.CoreV1Api(kube_client).list_namespaced_secret("kube-system").items) == len(before)
+
+
 def test_token_create_warns_when_the_group_may_not_join(control_plane):
     proc = token_create(control_plane, "--groups", "system:bootstrappers:nobody")
     assert proc.returncode == 0

@@ -107,6 +107,9 @@ def create(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
 
     server, ca = _cluster_of(args.kubeconfig)
+    out_dir = os.path.dirname(os.path.abspath(args.kubeconfig_out)) if args.kubeconfig_out else ""
+    if out_dir and not os.path.isdir(out_dir):  # before the token exists: no orphan token on a bad path
+        raise ValueError(f"--kubeconfig-out {args.kubeconfig_out}: no directory {out_dir}")
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     token, secret = token_secret(args.ttl, groups, args.description)
     api = config.new_client_from_config(config_file=args.kubeconfig)
