@@ -27,7 +27,7 @@ from vkcmd.workqueue import WorkQueue
 
 log = logging.getLogger("vkcmd.kube.tokens")
 
-TOKEN = SERVICE_ACCOUNT_TOKEN  # the kind on_change reports for a fetched or renewed token
+TOKEN = SERVICE_ACCOUNT_TOKEN  # the kind on_change reports for a token's first fetch (and the queue key)
 DEFAULT_EXPIRATION = 3607  # the kubelet's default for the projected token of the service account volume
 REFRESH_AT = 0.8  # of a token's life
 

@@ -267,6 +267,8 @@ class PodManager:
     def _sync(self, uid: str) -> None:
         with self._lock:
             record = self._records.get(uid)
+            tokens_renewed = uid in self._tokens_renewed
+            self._tokens_renewed.discard(uid)
             if record is None:
                 return
             exits, record.exits = record.exits, []
@@ -274,8 +276,6 @@ class PodManager:
             drain, record.drain = record.drain, None
             hurry, record.hurry = record.hurry, False
             pod, removed = record.pod, record.removed
-            tokens_renewed = uid in self._tokens_renewed
-            self._tokens_renewed.discard(uid)
         self._launcher.adopt(record, self._take_recovered)
         now = self._clock()
         for report in exits:
