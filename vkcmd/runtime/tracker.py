@@ -12,7 +12,9 @@ verdict about a leader once it is registered). A zombie is no member (it is gone
 its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most once
 per process, and only when nothing else attributed it.
 
-Cost: a scan lists /proc and reads the stat file of new pids only. Members' statistics are read
+Cost: a scan lists /proc (only when /proc/loadavg says a task was created or reaped since the last
+listing) and reads the stat file of new pids only; members are kept by run, and a scan visits only
+those it reads (the orphans are found again only when membership or parentage changed). Members' statistics are read
 only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
 not a member: nobody in the run will reap it and fold its CPU time into their own), whose stat is
 read at every scan so that their CPU is not lost when they end. A member's stat and statm are read
