@@ -67,6 +67,7 @@ class Scanner:
         self._pgid_files = PgidFiles()
         self._pgid_named: dict[str, int] = {}            # run id -> the group its pgid file names now
         self._following: set[str] = set()                # runs with a named_pgid set
+        self._pass: tuple | None = None                  # (table version, what _pass_over gave then)
 
     def run(self) -> None:
         """The thread's loop, until ``table.stopping``."""
@@ -161,30 +162,11 @@ class Scanner:
     def _cycle(self, periodic: bool) -> None:
         table = self.table
         now = time.monotonic()
-        # one pass over the runs (thousands, at every tick) for all this cycle needs of them
-        to_term: list[Run] = []
-        mem_runs: set[str] = set()
-        ending: set[str] = set()      # runs being ended or waited for: read their members (zombies are gone)
-        live_dirs: dict[str, str] = {}
-        sessions: dict[int, str] = {}
-        groups: dict[int, str] = {}
         with table.lock:
-            for r in table.by_id.values():
-                if r.starting:
-                    continue
-                if r.leader_alive:
-                    sessions[r.pid] = r.run_id
-                    if r.named_pgid is not None:
-                        groups[r.named_pgid] = r.run_id
-                    if r.record.container_dir:
-                        live_dirs[r.run_id] = r.record.container_dir
-                    if r.term_pending:
-                        to_term.append(r)
-                    if periodic and r.memory_limit and r.kill_deadline is None:
-                        mem_runs.add(r.run_id)
-                if r.term_pending or r.kill_deadline is not None or r.done_cbs or not r.leader_alive:
-                    ending.add(r.run_id)
-            known = set(table.by_id)
+            if self._pass is None or self._pass[0] != table.version:
+                self._pass = (table.version, *_pass_over(table))
+            _, to_term, limited, ending, live_dirs, sessions, groups, known = self._pass
+            mem_runs = limited if periodic else set()
             measure = periodic and self._usage_due(now)
         if periodic:
             self._read_pgid_files(live_dirs)
@@ -206,6 +188,9 @@ class Scanner:
                 table.sweep = True  # look again at once (the loop re-scans only the runs being ended)
             for r in to_term:
                 r.term_pending, r.termed = False, True
+            if to_term:
+                table.changed()
+            over = set()
             for run_id in mem_runs:
                 r = table.by_id.get(run_id)
                 members = snap.members.get(run_id, ())
@@ -213,21 +198,27 @@ class Scanner:
                 if r is not None and r.leader_alive and used > r.memory_limit:
                     r.kill_reason = rp.OOM_KILLED
                     r.kill_deadline = now
+                    over.add(run_id)
+                    table.changed()
                     log.info("memory limit exceeded", extra=fields(key=r.key, run=r.run_id, used=used,
                                                                    limit=r.memory_limit))
-            to_kill = [r for r in table.by_id.values() if not r.starting and (
+            # only runs being ended (or just over their limit) can be due: every other has no deadline
+            candidates = [r for r in map(table.by_id.get, ending | over) if r is not None]
+            to_kill = [r for r in candidates if not r.starting and (
                 (r.kill_deadline is not None and r.kill_deadline <= now and r.leader_alive)
                 or (not r.leader_alive and snap.members.get(r.run_id)))]
             for r in to_kill:
                 r.kill_deadline = None
                 r.sweeps += 1
+            if to_kill:
+                table.changed()
         for r in to_term:
             self._signal_run(r, snap, signal.SIGTERM)
         if held:
             time.sleep(_TERM_HOLD_RECHECK)
         if to_kill:
             snap = self._stop_and_kill(to_kill, snap)
-        self._finish(snap)
+        self._finish(snap, ending)
 
     def _read_pgid_files(self, live: dict[str, str]) -> None:
         """A run's pgid file may have been rewritten to name another process group (JIRIAF scripts
@@ -255,9 +246,11 @@ class Scanner:
                 pgid = self._pgid_named.get(run_id)
                 if pgid is not None and (pgid == r.pid or pgid in leaders or pgid in (1, os.getpgrp())):
                     pgid = None
-                if pgid != r.named_pgid and pgid is not None:
-                    log.info("following the process group its pgid file names",
-                             extra=fields(key=r.key, run=r.run_id, pgid=pgid))
+                if pgid != r.named_pgid:
+                    self.table.changed()
+                    if pgid is not None:
+                        log.info("following the process group its pgid file names",
+                                 extra=fields(key=r.key, run=r.run_id, pgid=pgid))
                 r.named_pgid = pgid
             self._following = {run_id for run_id in self._pgid_named if run_id in by_id
                                and by_id[run_id].named_pgid is not None}
@@ -304,8 +297,9 @@ class Scanner:
                                                 processes=sum(1 for v in stopped.values() if v == r.run_id)))
         return snap
 
-    def _finish(self, snap: Snapshot) -> None:
-        """Done callbacks of runs that are gone; drop runs nobody needs any more."""
+    def _finish(self, snap: Snapshot, ending: set[str]) -> None:
+        """Done callbacks of runs that are gone; drop runs nobody needs any more. Only runs of
+        ``ending`` (every run whose leader was gone at the start of the cycle) can be."""
         table = self.table
         calls = []
         now = time.monotonic()
@@ -313,7 +307,7 @@ class Scanner:
             calls.extend(table.orphan_done)
             table.orphan_done.clear()
             waiting = False
-            for run in list(table.by_id.values()):
+            for run in [r for r in map(table.by_id.get, ending) if r is not None]:
                 if run.starting or run.leader_alive or run.run_id not in snap.known:
                     continue
                 gone = not snap.members.get(run.run_id)
@@ -324,6 +318,7 @@ class Scanner:
                     continue
                 calls.extend((run.key, cb) for cb in run.done_cbs)
                 run.done_cbs.clear()
+                table.changed()
                 if not run.current:
                     del table.by_id[run.run_id]
                     self.store.remove(run.run_id)
@@ -334,6 +329,37 @@ class Scanner:
                 cb(key)
             except Exception:
                 log.exception("on_done failed for %s", key)
+
+
+def _pass_over(table: RunTable) -> tuple[list[Run], set[str], set[str], dict[str, str], dict[int, str],
+                                         dict[int, str], set[str]]:
+    """(lock held) One pass over the runs (thousands) for all a cycle needs of them: runs with a
+    SIGTERM to send, memory-limited live runs without a kill pending, runs being ended or waited for
+    (their members are read, so that zombies count as gone), live run id -> container dir, live
+    session -> run id, named group -> run id, every run id. Done again only when ``table.version``
+    moved: an idle tick touches no run."""
+    to_term: list[Run] = []
+    limited: set[str] = set()
+    ending: set[str] = set()
+    live_dirs: dict[str, str] = {}
+    sessions: dict[int, str] = {}
+    groups: dict[int, str] = {}
+    for r in table.by_id.values():
+        if r.starting:
+            continue
+        if r.leader_alive:
+            sessions[r.pid] = r.run_id
+            if r.named_pgid is not None:
+                groups[r.named_pgid] = r.run_id
+            if r.record.container_dir:
+                live_dirs[r.run_id] = r.record.container_dir
+            if r.term_pending:
+                to_term.append(r)
+            if r.memory_limit and r.kill_deadline is None:
+                limited.add(r.run_id)
+        if r.term_pending or r.kill_deadline is not None or r.done_cbs or not r.leader_alive:
+            ending.add(r.run_id)
+    return to_term, limited, ending, live_dirs, sessions, groups, set(table.by_id)
 
 
 def named_pgid(container_dir: str) -> int | None:
