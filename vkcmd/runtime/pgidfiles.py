@@ -30,6 +30,7 @@ class PgidFiles:
         self._started = False
         self._wd: dict[str, int] = {}               # run id -> the watch on its directory
         self._runs: dict[int, set[str]] = {}        # watch -> the runs in that directory (one, mostly)
+        self._seen: Mapping[str, str] | None = None  # the mapping of the last call (the scanner reuses it)
 
     @property
     def watches(self) -> int:
@@ -50,6 +51,9 @@ class PgidFiles:
         touched, overflow = self._events()
         if overflow:
             return set(live)
+        if live is self._seen and len(self._wd) == len(live):   # the same runs, all watched: events only
+            return {run_id for wd in touched for run_id in self._runs.get(wd, ())}
+        self._seen = live
         for run_id in self._wd.keys() - live.keys():          # ended: drop its watch (the last run's)
             self._forget(run_id)
         unwatched = live.keys() - self._wd.keys()             # new here (or not watchable): read them

@@ -81,6 +81,7 @@ class Tracker:
         self._orphans: set[int] = set()              # members whose parent is no member (see _read)
         self._orphans_of: tuple[int, frozenset[int]] | None = None   # (membership version, live sessions)
         self._version = 0                            # bumped by every change of membership or parentage
+        self._members_of: tuple[int, dict[str, list[Proc]]] | None = None   # (version, snapshots' members)
         self._listing: tuple[bytes, set[int]] | None = None   # (loadavg's pid fields, pids) of the last listing
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
@@ -210,7 +211,7 @@ class Tracker:
             self._members.clear()
             self._by_run.clear()
             self._orphans.clear()
-            self._orphans_of = self._listing = None
+            self._orphans_of = self._listing = self._members_of = None
             self._foreign.clear()
             self._marked.clear()
             self._foreign_pgrp.clear()
@@ -333,7 +334,9 @@ class Tracker:
                     self._vanish(self._pop(pid), snap)
                     continue
                 p.rss_pages, p.anon_pages = mem
-        snap.members.update((run, list(procs.values())) for run, procs in self._by_run.items())
+        if self._members_of is None or self._members_of[0] != self._version:   # shared until membership moves
+            self._members_of = (self._version, {run: list(procs.values()) for run, procs in self._by_run.items()})
+        snap.members = self._members_of[1]
 
     def _keep_fd(self, p: Proc, name: str) -> int:
         """An fd kept open on the member's /proc file ``name``; -1 when the budget is spent (or the
