@@ -52,13 +52,13 @@ class PodController:
     """Joins the API and the provider; the provider's ``PodSink``."""
 
     def __init__(self, client: KubeClient, node_name: str, events: EventRecorder, *, writers: int = 2,
-                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                 deleters: int = 4, on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
                  references: References | None = None) -> None:
         self._client = client
         self._references = references
         self._events = events
         self._provider: Provider | None = None
-        self._writers = writers
+        self._writers, self._deleters = writers, deleters  # a wave of deletions is not written one by one
         self._on_written = on_status_written
         self.informer = Informer(client, path(resource="pods"), name="pods",
                                  field_selector=f"spec.nodeName={node_name}", handler=self._on_pod)
@@ -79,7 +79,7 @@ class PodController:
     def start(self) -> None:
         assert self._provider is not None, "attach a provider first"
         self._threads = run_workers(self._status_queue, self._write_status, self._writers)
-        self._threads += run_workers(self._delete_queue, self._delete_pod, 1)
+        self._threads += run_workers(self._delete_queue, self._delete_pod, self._deleters)
         self.informer.start()
 
     def stop(self) -> None:
@@ -149,6 +149,9 @@ class PodController:
     # --- status writes ------------------------------------------------------------------------
 
     def _write_status(self, uid: str) -> None:
+        with self._written_lock:
+            if uid in self._to_delete:
+                return  # its deleter writes the final status first: not twice
         published = self._provider.status(uid)
         if published is not None:
             self._write(uid, *published, queue=self._status_queue)
