@@ -445,6 +445,12 @@ class Bench:
         r.figure(f"8 {n} running pods deleted at once: all gone", last, 6.0 * n / 2000 if n <= 2000 else 15.0 * n / 5000,
                  "s", "{:.2f}")
         r.info("  deletes issued", f"{issued:.2f} s")
+        for mark in ("Deleting", "Failed", "DELETED"):
+            times = sorted(t - t0 for name in names if (t := self.watch.when(name, mark)) is not None)
+            if times:
+                r.info(f"  {mark} seen at 10 / 50 / 90 / 100 %",
+                       " / ".join(f"{times[min(len(times) - 1, int(q * len(times)))]:.1f}" for q in (.1, .5, .9, 1))
+                       + f" s  ({len(times)} pods)")
         r.info("  CPU used: vkcmd / kubelite (of 2 cores x wall)",
                f"{cpu1[0] - cpu0[0]:.2f} / {cpu1[1] - cpu0[1]:.2f} s of {2 * last:.2f} s")
         r.info("  vkcmd CPU per pod deleted", f"{(cpu1[0] - cpu0[0]) / n * 1000:.2f} ms")

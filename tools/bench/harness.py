@@ -321,6 +321,8 @@ class PodWatch:
                 marks.append(phase)
             if (pod.get("spec") or {}).get("nodeName"):
                 marks.append("Scheduled")
+            if pod["metadata"].get("deletionTimestamp"):
+                marks.append("Deleting")
             fresh = []
             with self._cond:
                 self.events += 1

@@ -24,6 +24,7 @@ from vkcmd.workqueue import WorkQueue, run_workers
 log = logging.getLogger("vkcmd.kube.pods")
 
 STATUS_RETRY_MAX = 30.0  # seconds between attempts at a status write the API keeps refusing
+PENDING_WRITE_DELAY = 0.25  # a new pod's first status, while Pending, waits this long for Running to replace it
 FINAL_STATUS_PATIENCE = 15.0  # how long a drain waits for final statuses once no process is left
 
 
@@ -112,7 +113,15 @@ class PodController:
     # --- PodSink ------------------------------------------------------------------------------
 
     def status_changed(self, uid: str) -> None:
-        self._status_queue.add(uid)
+        """Queue the write. A pod's first status while it is still Pending (its containers being
+        created) waits a moment: a Running that follows at once is then one write instead of two."""
+        published = self._provider.status(uid) if self._provider is not None else None
+        with self._written_lock:
+            first = uid not in self._written
+        if first and published is not None and published[1].get("phase") == "Pending":
+            self._status_queue.add_after(uid, PENDING_WRITE_DELAY)
+        else:
+            self._status_queue.add(uid)
 
     def pod_gone(self, pod: dict[str, Any], final_status: dict[str, Any] | None) -> None:
         meta = pod["metadata"]
