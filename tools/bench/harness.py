@@ -193,6 +193,9 @@ def serve(directory: str, scheduler: bool) -> int:
                 key.write_bytes(pair.key_pem)
                 os.chmod(key, 0o600)
                 answer = {"cert": str(cert), "key": str(key)}
+            elif op == "node-kubeconfig":  # the kubelet identity system:node:<name> (Node authorizer)
+                answer = {"kubeconfig": cp.node_kubeconfig(str(Path(directory) / f"{command['node']}.kubeconfig"),
+                                                           command["node"])}
             elif op == "watchers":  # open watches per collection (the store's fan-out per change)
                 with cp.store._lock:
                     answer = {key: len(b.watchers) for key, b in cp.store._buckets.items() if b.watchers}
