@@ -25,11 +25,13 @@ from vkcmd.machines import (CONTAINER_WAITING, POD_RUNNING, ContainerEvent as CE
 from vkcmd.pods import Resolver, Workspace
 from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
+from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN_RENEWED
 from vkcmd.provider import decide
 from vkcmd.provider.hooks import HOOKS, Hooks
 from vkcmd.provider.launch import Launcher, LogWatcher
 from vkcmd.provider.probing import ProbeItem, Prober
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period, new_record
+from vkcmd.provider.tokenfiles import renew_running
 from vkcmd.runtime import ExitReport, Recovered, Runtime
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
@@ -94,6 +96,7 @@ class PodManager:
         # uids of pods cleaned up and handed to pod_gone, until the API's DELETED (or a re-list) drops
         # them: a MODIFIED of the dying object (our own final status write) must not start it again
         self._cleaned: dict[str, None] = {}
+        self._tokens_renewed: set[str] = set()  # pods whose running containers get their renewed tokens
         self._recovered: dict[str, Recovered] = {}
         self._queue = WorkQueue("pods")
         self._threads: list[threading.Thread] = []
@@ -168,10 +171,15 @@ class PodManager:
             self._remove_workspace_of(orphan.info.container_dir if orphan.info else "")
 
     def object_changed(self, kind: str, namespace: str, name: str) -> None:
-        """A ConfigMap or Secret changed: retry the pods of that namespace waiting on config."""
+        """A ConfigMap, Secret or token changed: retry the pods of that namespace waiting on config; a
+        renewed token also goes into the running containers of its pod (``name``)."""
         with self._lock:
             self._changes += 1
             waiting = [uid for uid, ns in self._waiting.items() if not namespace or ns == namespace]
+            if kind == SERVICE_ACCOUNT_TOKEN_RENEWED:
+                renewed = [uid] if (uid := self._by_name.get((namespace, name))) in self._records else []
+                self._tokens_renewed.update(renewed)
+                waiting += renewed
         for uid in waiting:
             self._queue.add(uid)
 
@@ -278,6 +286,8 @@ class PodManager:
     def _sync(self, uid: str) -> None:
         with self._lock:
             record = self._records.get(uid)
+            tokens_renewed = uid in self._tokens_renewed
+            self._tokens_renewed.discard(uid)
             if record is None:
                 return
             exits, record.exits = record.exits, []
@@ -301,6 +311,8 @@ class PodManager:
         elif record.state in POD_RUNNING:
             self._advance(record, now)
             self._prober.run_due(record, now)
+            if tokens_renewed:
+                renew_running(record, self._resolver)
         self._publish(record, now)
         self._note_waiting(record, changes)
 
