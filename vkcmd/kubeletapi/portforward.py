@@ -61,11 +61,13 @@ class _Forwards:
                 if fin:
                     self._ended.add(stream_id)
                 return
+        if fin:  # the client is done (kubectl: its local connection closed): the forward ends, as the
+            self._ended.add(stream_id)  # kubelet's does when either direction ends; no more DATA is sent
         try:
             if data:
                 sock.sendall(data)
-            if fin:  # the client is done (kubectl: its local connection closed): the forward ends, as the
-                sock.shutdown(socket.SHUT_RDWR)  # kubelet's does when either direction ends
+            if fin:
+                sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -73,6 +75,7 @@ class _Forwards:
         """The client gave up the stream (its local connection closed): stop copying from the pod too."""
         with self._lock:
             sock = self._sockets.get(stream_id)
+            self._ended.add(stream_id)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -101,8 +104,8 @@ class _Forwards:
                 sock.sendall(data)
             while True:
                 chunk = sock.recv(65536)
-                if not chunk:
-                    break
+                if not chunk or pair["data"] in self._ended:  # what the pod sends after the client left is
+                    break                                     # dropped: kubectl no longer reads that stream
                 session.send_data(pair["data"], chunk)
         except OSError:
             pass
@@ -110,8 +113,10 @@ class _Forwards:
             with self._lock:
                 self._sockets.pop(pair["data"], None)
             sock.close()
+            session.send_data(pair["error"], b"", fin=True)  # kubectl's handleConnection waits for this one
             session.send_data(pair["data"], b"", fin=True)
-            session.send_data(pair["error"], b"", fin=True)
+            with self._lock:
+                self._ended.discard(pair["data"])
 
     def close(self) -> None:
         with self._lock:
