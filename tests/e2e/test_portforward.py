@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.node import Node, pod_manifest, wait_for
 from tools.procs import connects, free_port
 
-BODY_MB = 24
+BODY_MB = 10
 
 
 def _kubectl_minor() -> int:
@@ -125,3 +125,86 @@ def test_a_client_leaving_mid_download_stalls_no_other(node, kubectl, web, webso
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("websocket", [True, False], ids=["websocket", "spdy"])
+def test_a_10mb_download_through_each_transport(node, kubectl, web, websocket):
+    from tools.kubelite.streamproxy import UPGRADES
+
+    namespace, pod_port, digest = web
+    before = dict(UPGRADES)
+    process, port = forward(kubectl, namespace, pod_port, websocket)
+    try:
+        assert get(port, "/big.bin") == (digest, BODY_MB * 2 ** 20)
+        taken = {key: UPGRADES[key] - before.get(key, 0) for key in UPGRADES if UPGRADES[key] != before.get(key, 0)}
+        expected = ("portForward", "websocket" if websocket else "spdy/3.1")
+        assert taken == {expected: 1}, taken  # one session, on the transport asked for (no fallback)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_kubectls_websocket_passed_through_to_the_node(node, kubectl, web, monkeypatch):
+    """ExtendWebSocketsToKubelet: the node itself serves kubectl's tunnelled SPDY (SPDY/3.1+portforward.k8s.io)."""
+    from tools.kubelite import streamproxy
+
+    monkeypatch.setattr(streamproxy, "PASS_WEBSOCKETS_TO_KUBELET", True)
+    namespace, pod_port, digest = web
+    before = streamproxy.UPGRADES[("portForward", "spdy/3.1")]
+    process, port = forward(kubectl, namespace, pod_port, websocket=True)
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(get(port, "/big.bin"))) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert results == [(digest, BODY_MB * 2 ** 20)] * 2
+        assert streamproxy.UPGRADES[("portForward", "spdy/3.1")] == before  # no fallback to SPDY
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_the_kubelets_websocket_channels_with_the_port_prefix(node, control_plane, web, tmp_path):
+    """The kubelet's own WebSocket port-forward (v4.channel.k8s.io): data channel 0, error channel 1, each
+    opened by the port in 2 little-endian bytes; a 10 MB download's checksum matches."""
+    import struct
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
+
+    from tests.e2e.node import kubelet_client_context
+
+    namespace, pod_port, digest = web
+    context = kubelet_client_context(control_plane, tmp_path, "pf-tester")
+    ws = WSConnection(ConnectionType.CLIENT)
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", node.port), timeout=30)) as conn:
+        conn.sendall(ws.send(Request(host="127.0.0.1", target=f"/portForward/{namespace}/web?port={pod_port}",
+                                     subprotocols=["v4.channel.k8s.io"])))
+        channels: dict[int, list[bytes]] = {0: [], 1: []}
+        accepted, closed, sent = False, False, False
+        pending = b""
+        while not closed:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = event.subprotocol == "v4.channel.k8s.io"
+                elif isinstance(event, BytesMessage):
+                    pending += event.data
+                    if event.message_finished:
+                        channels[pending[0]].append(pending[1:])
+                        pending = b""
+                elif isinstance(event, CloseConnection):
+                    closed = True
+            if accepted and not sent and len(channels[1]) >= 1:
+                conn.sendall(ws.send(BytesMessage(b"\0GET /big.bin HTTP/1.0\r\nHost: x\r\n\r\n")))
+                sent = True
+    assert accepted
+    prefix = struct.pack("<H", pod_port)
+    assert channels[0][0] == prefix and channels[1] == [prefix]  # the port first on both, no error
+    body = b"".join(channels[0][1:]).split(b"\r\n\r\n", 1)[1]
+    assert (hashlib.sha256(body).hexdigest(), len(body)) == (digest, BODY_MB * 2 ** 20)

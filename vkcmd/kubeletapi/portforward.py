@@ -4,7 +4,8 @@ The client opens two streams per connection it forwards, both with ``port``
 and ``requestID`` headers: ``streamType: error`` and ``streamType: data``. When
 both are open, the pod's port is dialled (pods share the node's network: the
 pod's address on the node) and bytes are copied both ways; a dial failure is
-written to the error stream. Several ports and connections run at once.
+written to the error stream. Several ports and connections run at once. The
+WebSocket forms (the kubelet's channels, kubectl's SPDY tunnel) are ``wsportforward``'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import threading
 from urllib.parse import unquote
 
-from vkcmd.kubeletapi import spdy
+from vkcmd.kubeletapi import spdy, wsportforward, wsstreams
 from vkcmd.kubeletapi.backend import BadRequest, NotFound
 from vkcmd.kubeletapi.streams import negotiate
 from vkcmd.kubeletapi.transport import Handler
@@ -134,20 +135,29 @@ def port_forward_route(handler: Handler, path: str, query: str) -> int:
     if len(parts) not in (2, 3):
         raise NotFound("404 page not found")
     namespace, pod = check_name("namespace", parts[0]), check_name("pod name", parts[1], subdomain=True)
+    address = handler.server.owner.backend.pod_address(namespace, pod)
+    if wsstreams.is_websocket(handler):
+        if wsportforward.offers_tunnel(handler):
+            return wsportforward.serve_tunnel(handler, lambda reader, write: serve(reader, write, address))
+        return wsportforward.serve_channels(handler, address, wsportforward.ports_of(query))
     if handler.headers.get("Upgrade", "").lower() != "spdy/3.1":
         raise BadRequest("Upgrade request required")
     protocol = negotiate(handler.headers.get_all("X-Stream-Protocol-Version") or [], PROTOCOLS)
-    address = handler.server.owner.backend.pod_address(namespace, pod)
     connection = handler.upgrade("SPDY/3.1", {"X-Stream-Protocol-Version": protocol})
+    serve(handler.rfile, connection.sendall, address)
+    return 101
+
+
+def serve(reader, write, address: str) -> None:
+    """One port-forward SPDY session read from ``reader``, written with ``write``, until the client ends it."""
     holder: list[spdy.Session] = []
     forwards = _Forwards(holder, address)
-    session = spdy.Session(handler.rfile, connection.sendall, forwards.opened, forwards.data, forwards.reset)
+    session = spdy.Session(reader, write, forwards.opened, forwards.data, forwards.reset)
     holder.append(session)
     try:
-        session.serve()  # until the client ends the session
+        session.serve()
     finally:
         forwards.close()
         for thread in list(forwards.threads):
             thread.join(5)
         session.close()
-    return 101
