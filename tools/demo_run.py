@@ -109,29 +109,62 @@ class Demo:
         if not match:
             raise DemoError(f"kubelite did not start; see {rel(self.kubelite_log)}")
         kubeconfig = Path(match.group(2))
-        say(f"kubelite at {match.group(1)}; kubeconfig {rel(kubeconfig)}")
+        say(f"kubelite at {match.group(1)}; admin kubeconfig {rel(kubeconfig)} (the operator's, never given to the node)")
         self.cluster = Cluster(kubeconfig, self.scratch, self._kubectl)
 
-        step(f"2/5 node: python -m vkcmd --nodename {NODE} --provider mock --klog.v 3")
+        step("2/5 node: joins with a bootstrap token only, as kubeadm join does, and runs as system:node:" + NODE)
+        bootstrap = self.make_bootstrap_token(kubeconfig)
+        node_kubeconfig = self.node_kubeconfig = self.home / ".vkcmd" / f"{NODE}.kubeconfig"
+        say(f"$ python -m vkcmd --nodename {NODE} --provider mock --klog.v 3 --bootstrap-kubeconfig {rel(bootstrap)}")
         port = free_port()
-        env = self.child_env(KUBECONFIG=str(kubeconfig), NODENAME=NODE, JIRIAF_WALLTIME="3600",
+        env = self.child_env(KUBECONFIG=str(node_kubeconfig), NODENAME=NODE, JIRIAF_WALLTIME="3600",
                              JIRIAF_NODETYPE="cpu", JIRIAF_SITE="Local", VKUBELET_POD_IP="127.0.0.1",
                              KUBELET_PORT=str(port), HOME=str(self.home), VK_WORKSPACE_ROOT=str(self.home))
         say(f"NODENAME={NODE} JIRIAF_WALLTIME=3600 JIRIAF_NODETYPE=cpu JIRIAF_SITE=Local "
             f"VKUBELET_POD_IP=127.0.0.1 KUBELET_PORT={port}")
+        say(f"KUBECONFIG={rel(node_kubeconfig)} (does not exist yet: vkcmd writes it once its CSR is issued)")
         say(f"HOME=VK_WORKSPACE_ROOT={rel(self.home)} (pod workspaces: {rel(self.home)}/<namespace>/<pod>/)")
         with open(self.vk_log, "wb") as log:
             self.vkcmd = subprocess.Popen(
-                [sys.executable, "-m", "vkcmd", "--nodename", NODE, "--provider", "mock", "--klog.v", "3"],
+                [sys.executable, "-m", "vkcmd", "--nodename", NODE, "--provider", "mock", "--klog.v", "3",
+                 "--bootstrap-kubeconfig", str(bootstrap)],
                 cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         started = time.monotonic()
         self.wait(lambda: self.node_ready(), 60, "node Ready", lambda: ("  waiting for the node to be Ready", 0))
         say(f"node {NODE} Ready after {time.monotonic() - started:.1f} s (the loopback warning in its log is "
             "expected here)")
+        self.show_identity(node_kubeconfig)
+        say("operator step: examples/affinity-pod.yaml selects kubernetes.io/role=agent, a label NodeRestriction "
+            "forbids a node to set on itself; the operator sets it with the admin kubeconfig:")
+        self.cluster.label_node(NODE, "kubernetes.io/role", "agent")
         self.cluster.show_nodes()
         self.kubelet = KubeletApi(kubeconfig, self.scratch, port,
                                   self.home / ".vkcmd" / NODE / "kubelet-serving.crt")
+
+    def make_bootstrap_token(self, kubeconfig: Path) -> Path:
+        """The operator's step: ``python -m tools.kubelite token create`` (kubeadm token create's counterpart)."""
+        bootstrap = self.scratch / "bootstrap.kubeconfig"
+        command = [sys.executable, "-m", "tools.kubelite", "token", "create", "--kubeconfig", str(kubeconfig),
+                   "--ttl", "1h", "--kubeconfig-out", str(bootstrap)]
+        say(f"$ python -m tools.kubelite token create --ttl 1h --kubeconfig-out {rel(bootstrap)}")
+        proc = subprocess.run(command, cwd=REPO, env=self.child_env(), capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        sys.stdout.write(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise DemoError(f"making a bootstrap token failed with exit code {proc.returncode}")
+        return bootstrap
+
+    def show_identity(self, node_kubeconfig: Path) -> None:
+        """Who the node is now: the subject of the certificate it got by CSR, and the file's mode."""
+        from vkcmd.kube.bootstrap import client_certificate
+
+        cert = client_certificate(str(node_kubeconfig))
+        subject = cert.subject.rfc4514_string() if cert is not None else "(no client certificate)"
+        mode = oct(node_kubeconfig.stat().st_mode & 0o777)[2:]
+        say(f"the node's own credentials: {rel(node_kubeconfig)} (mode {mode}), certificate {subject}")
+        if self._kubectl:
+            self.cluster.kubectl("--kubeconfig", str(node_kubeconfig), "auth", "whoami")
 
     def node_ready(self) -> bool:
         self.check_alive()
@@ -225,6 +258,7 @@ class Demo:
         say(f"\nThe node keeps running (the ticker Deployment too). In another terminal, try:\n"
             f"  export KUBECONFIG={kubeconfig}\n"
             f"  kubectl describe pod p1; kubectl logs -f deploy/ticker; kubectl scale deploy ticker --replicas=5\n"
+            f"  kubectl --kubeconfig {self.node_kubeconfig} auth whoami   # the node's own identity\n"
             f"  grep fsm.trace {self.vk_log}      # every state transition, one line each\n"
             f"  ls {self.home}/default/hello/containers/main/   # pgid, stdout, stderr, scripts/")
         say("press Ctrl-C to stop")

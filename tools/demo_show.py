@@ -123,6 +123,15 @@ class Cluster:
             raise DemoError(f"kubectl {' '.join(args)} failed with exit code {proc.returncode}")
         return proc.stdout
 
+    def label_node(self, name: str, key: str, value: str) -> None:
+        """An operator's label on the node (one the node itself may not set), with the admin identity."""
+        if self.kubectl_path:
+            self.kubectl("label", "node", name, f"{key}={value}", "--overwrite")
+            return
+        say(f"# (python client) label node {name} {key}={value}")
+        self.core.patch_node(name, {"metadata": {"labels": {key: value}}}, _request_timeout=10)
+        say(f"node/{name} labeled")
+
     def show_nodes(self) -> None:
         if self.kubectl_path:
             self.kubectl("get", "nodes", "-L", "jiriaf.nodetype,jiriaf.site,jiriaf.alivetime")

@@ -130,7 +130,14 @@ class DemoRun:
 
 
 def assert_the_show(out: str) -> None:
-    """What the demo must have shown: labelled node, pods to Succeeded, a log, metrics, a clean stop."""
+    """What the demo must have shown: the node joined by bootstrap token as system:node:vk-demo, labelled by the
+    operator, pods to Succeeded, a log, metrics, a clean stop."""
+    assert re.search(r"^bootstrap token [a-z0-9]{6} \(groups system:bootstrappers:kubeadm:default-node-token, "
+                     r"expires .*\): kubeconfig written to .*bootstrap.kubeconfig \(0600\)$", out, re.M), out
+    assert re.search(r"^the node's own credentials: .*/home/\.vkcmd/vk-demo\.kubeconfig \(mode 600\), "
+                     r"certificate CN=system:node:vk-demo,O=system:nodes$", out, re.M), out
+    assert "operator step: examples/affinity-pod.yaml selects kubernetes.io/role=agent" in out
+    assert re.search(r"^node/vk-demo labeled$", out, re.M), out
     assert re.search(r"^vk-demo\s+Ready\s+agent\s+.*\bcpu\s+Local\s+\d+\s*$", out, re.M), out  # jiriaf.* labels
     assert re.search(r"pods after .*: hello Succeeded, p1 Running, placed Running, (sidecar-demo \w+, )?ticker-\* 3x Running", out), out
     assert re.search(r"pods after .*: hello Succeeded, p1 Succeeded, placed Succeeded, (sidecar-demo \w+, )?ticker-\* 3x Running",

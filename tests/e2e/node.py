@@ -26,15 +26,24 @@ class Node:
 
     def __init__(self, control_plane, workdir: Path, name: str = "vk-e2e", identity: str = "node", **env: str) -> None:
         """``identity``: "node" runs vkcmd as ``system:node:<name>`` (a kubelet's rights, under the Node
-        authorizer and NodeRestriction: least privilege in every e2e test); "admin" with the admin kubeconfig."""
+        authorizer and NodeRestriction: least privilege in every e2e test); "bootstrap" gives it only a
+        bootstrap kubeconfig made by ``python -m tools.kubelite token create`` (vkcmd gets its certificate
+        by CSR and writes ``self.kubeconfig``); "admin" with the admin kubeconfig."""
         self.name = name
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
-        kubeconfig = control_plane.kubeconfig if identity == "admin" else \
-            control_plane.node_kubeconfig(str(workdir / f"{name}.kubeconfig"), name)
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig, "NODENAME": name,
+        self.kubeconfig = env.get("KUBECONFIG") or str(workdir / f"{name}.kubeconfig")
+        bootstrap = {}
+        if identity == "admin":
+            self.kubeconfig = control_plane.kubeconfig
+        elif identity == "bootstrap":  # a VK_BOOTSTRAP_KUBECONFIG given in env is used as it is
+            bootstrap = {"VK_BOOTSTRAP_KUBECONFIG": env.get("VK_BOOTSTRAP_KUBECONFIG") or bootstrap_kubeconfig(
+                control_plane, workdir / f"{name}.bootstrap.kubeconfig")}
+        elif "KUBECONFIG" not in env:  # (a test that passes its own KUBECONFIG keeps it)
+            control_plane.node_kubeconfig(self.kubeconfig, name)
+        self.env = {**os.environ, "KUBECONFIG": self.kubeconfig, **bootstrap, "NODENAME": name,
                     "HOME": str(self.home), "VKUBELET_POD_IP": "127.0.0.1", "KUBELET_PORT": str(self.port),
                     "JIRIAF_WALLTIME": "600", "JIRIAF_NODETYPE": "cpu", "JIRIAF_SITE": "Local",
                     "VK_BACKOFF_INITIAL": "0.5", "VK_BACKOFF_MAX": "2", **env}
@@ -117,6 +126,15 @@ class Node:
 
     def container_dir(self, pod: str, container: str, namespace: str = "default") -> Path:
         return self.home / namespace / pod / "containers" / container
+
+
+def bootstrap_kubeconfig(control_plane, path: Path, ttl: str = "1h") -> str:
+    """A bootstrap token's kubeconfig at ``path``, made as an operator would: the kubelite CLI."""
+    proc = subprocess.run([sys.executable, "-m", "tools.kubelite", "token", "create", "--kubeconfig",
+                           control_plane.kubeconfig, "--ttl", ttl, "--kubeconfig-out", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return str(path)
 
 
 def kubelet_client_context(control_plane, directory: Path, user: str) -> "ssl.SSLContext":

@@ -1,4 +1,4 @@
-"""kubelite.patch: RFC 7386, RFC 6902 and Kubernetes strategic merge patch."""
+"""kubelite.patch: RFC 7386, RFC 6902 (the jsonpatch library) and Kubernetes strategic merge patch; JSON patch over the API."""
 
 import copy
 
@@ -375,3 +375,54 @@ def test_smp_kubelet_style_status_patch():
     assert [c["type"] for c in out["status"]["conditions"]] == ["PodScheduled", "Initialized", "Ready"]
     assert out["status"]["phase"] == "Running"
     assert all(s["ready"] for s in out["status"]["containerStatuses"])
+
+
+# --------------------------------------------------------------------------
+# JSON patch over the API: kube-apiserver's answers (staging/.../handlers/patch.go)
+# --------------------------------------------------------------------------
+
+def _configmap(core, namespace, name):
+    return core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": {"a": "1"}})
+
+
+@pytest.mark.parametrize("ops", [
+    [{"op": "test", "path": "/data/a", "value": "2"}],            # a failed test
+    [{"op": "remove", "path": "/data/missing"}],                  # a missing path
+    [{"op": "frobnicate", "path": "/data/a"}],                    # an unknown operation
+])
+def test_a_json_patch_that_does_not_apply_is_422_with_the_generic_message(kube_client, namespace, ops):
+    import json
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube_client)
+    _configmap(core, namespace, "jp")
+    with pytest.raises(ApiException) as info:
+        core.patch_namespaced_config_map("jp", namespace, ops)  # a list body goes as json-patch+json
+    body = json.loads(info.value.body)
+    assert info.value.status == 422
+    assert (body["reason"], body["message"]) == (
+        "Invalid", "the server rejected our request due to an error in our request")
+    assert core.read_namespaced_config_map("jp", namespace).data == {"a": "1"}
+
+
+def test_a_json_patch_applies_and_is_bounded(kube_client, namespace, kubectl):
+    import json
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube_client)
+    _configmap(core, namespace, "jp-ok")
+    out = kubectl("-n", namespace, "patch", "configmap", "jp-ok", "--type=json", "-p",
+                  json.dumps([{"op": "test", "path": "/data/a", "value": "1"},
+                              {"op": "add", "path": "/data/b", "value": "2"}]), check=True)
+    assert "patched" in out.stdout
+    assert core.read_namespaced_config_map("jp-ok", namespace).data == {"a": "1", "b": "2"}
+    with pytest.raises(ApiException) as info:
+        core.patch_namespaced_config_map("jp-ok", namespace,
+                                         [{"op": "test", "path": "/data/a", "value": "1"}] * 10001)
+    assert info.value.status == 413
+    assert json.loads(info.value.body)["message"] == (
+        "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got 10001")

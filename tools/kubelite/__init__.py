@@ -11,7 +11,7 @@ controllers a default cluster runs (scheduler, deployments, node lifecycle,
 real cluster.
 
 Layers: ``errors``/``resources``/``certs``/``tokens``/``quantity``/``csr`` (leaves) <- ``store``
-<- ``nodegraph`` <- ``nodeauthz`` (Node authorizer), ``noderestriction`` <- ``strategy``,
+<- ``nodegraph`` <- ``nodeauthz`` (Node authorizer), ``admission`` (a module per plugin) <- ``strategy``,
 ``policy`` (seam to patch/selectors/admission/rbac/Node authorizer/NodeRestriction) <- ``api``,
 ``subresources``, ``reviews``, ``tables``, ``discovery``, ``logproxy`` <-
 ``server`` (HTTP) <- :class:`ControlPlane` (wiring, this module).
@@ -20,10 +20,8 @@ Layers: ``errors``/``resources``/``certs``/``tokens``/``quantity``/``csr`` (leav
 from __future__ import annotations
 
 import base64
-import datetime
 import logging
 import os
-import secrets as _secrets
 import ssl
 import threading
 
@@ -198,19 +196,11 @@ class ControlPlane:
     def create_bootstrap_token(self, ttl: float | None = 3600.0, *,
                                extra_groups=(DEFAULT_NODE_TOKEN_GROUP,)) -> str:
         """A bootstrap token as ``kubeadm token create`` makes it (Secret in kube-system); returns the token."""
-        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-        token_id = "".join(_secrets.choice(alphabet) for _ in range(6))
-        token_secret = "".join(_secrets.choice(alphabet) for _ in range(16))
-        data = {"token-id": token_id, "token-secret": token_secret, "usage-bootstrap-authentication": "true",
-                "usage-bootstrap-signing": "true", "auth-extra-groups": ",".join(extra_groups),
-                "description": "kubelite bootstrap token"}
-        if ttl is not None:
-            expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=ttl)
-            data["expiration"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.api.create(lookup("", "v1", "secrets"), "kube-system", {
-            "metadata": {"name": f"bootstrap-token-{token_id}"}, "type": "bootstrap.kubernetes.io/token",
-            "data": {k: _b64(v.encode()) for k, v in data.items()}})
-        return f"{token_id}.{token_secret}"
+        from .cli_token import token_secret
+
+        token, secret = token_secret(ttl, extra_groups)
+        self.api.create(lookup("", "v1", "secrets"), "kube-system", secret)
+        return token
 
     def bootstrap_kubeconfig(self, path: str, ttl: float | None = 3600.0) -> str:
         """A new bootstrap token's kubeconfig, as ``kubeadm join`` writes ``bootstrap-kubelet.conf``."""

@@ -3,6 +3,7 @@
 Prints exactly one line on stdout once requests are accepted:
 ``kubelite ready https://127.0.0.1:PORT kubeconfig=DIR/kubeconfig``; logs go to stderr.
 Signal handlers only set an event; the main thread stops everything and exits 0.
+``python -m tools.kubelite token create ...`` instead makes a bootstrap token (see :mod:`.cli_token`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from . import ControlPlane
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        from .cli_token import main as token_main
+
+        return token_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m tools.kubelite",
                                 description="In-memory Kubernetes control plane for vkcmd's tests and demo "
                                             "(not a product).")

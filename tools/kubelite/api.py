@@ -11,6 +11,7 @@ entries or dicts; errors are :class:`~.errors.ApiError`. No HTTP here.
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import logging
 import time
@@ -62,6 +63,12 @@ class Api:
         self.node_graph = NodeGraph().attach(store)
         self.view.node_authorizer = NodeAuthorizer(self.node_graph)
         self._clock = clock
+        self.field_warnings: collections.deque = collections.deque(maxlen=256)  # (user, text), newest last
+
+    def note_field_warnings(self, user, texts: list[str]) -> None:
+        """Remember fieldValidation warnings given (tests check that vkcmd's own writes never get one)."""
+        name = getattr(user, "name", "")
+        self.field_warnings.extend((name, t) for t in texts)
 
     # -- reads ---------------------------------------------------------------
     def get(self, res: Resource, ns: str, name: str) -> Entry:
@@ -238,8 +245,11 @@ class Api:
         return self.write(res, ns, name, sub, lambda cur: body, user_rv=user_rv, dry_run=dry_run, user=user)
 
     def patch(self, res: Resource, ns: str, name: str, sub: str | None, kind_of_patch: str, patch, *,
-              dry_run=False, user=None) -> tuple[int, Entry | dict]:
-        """Apply a patch; server-side apply (``apply``) creates a missing object. Returns (code, result)."""
+              dry_run=False, user=None, check=None) -> tuple[int, Entry | dict]:
+        """Apply a patch; server-side apply (``apply``) creates a missing object. Returns (code, result).
+
+        ``check(patched) -> patched`` (fieldValidation) sees the patched object before it is written.
+        """
         user_rv = None
         if isinstance(patch, dict):
             user_rv = _rv((patch.get("metadata") or {}).get("resourceVersion"))
@@ -251,8 +261,11 @@ class Api:
                 body.setdefault("metadata", {})["name"] = name
                 return 201, self.create(res, ns, body, dry_run=dry_run, user=user)
             kind_of_patch = "strategic"
-        result = self.write(res, ns, name, sub, lambda cur: policy.apply_patch(kind_of_patch, cur, patch, res.kind),
-                            user_rv=user_rv, dry_run=dry_run, user=user)
+        def compute(cur: dict) -> dict:
+            patched = policy.apply_patch(kind_of_patch, cur, patch, res.kind)
+            return check(patched) if check is not None and isinstance(patched, dict) else patched
+
+        result = self.write(res, ns, name, sub, compute, user_rv=user_rv, dry_run=dry_run, user=user)
         return 200, result
 
     # -- delete --------------------------------------------------------------

@@ -6,24 +6,39 @@ HTTP edge maps one error type.
 
 from __future__ import annotations
 
-from . import admission, errors, noderestriction, rbac, selectors
-from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from . import admission, errors, rbac, selectors
+from .admission import noderestriction
+from .patch import (MAX_JSON_PATCH_OPERATIONS, JsonPatchNotApplied, PatchError, json_patch, merge_patch,
+                    strategic_merge_patch)
+
+# NewGenericServerResponse's text for a 422: what kube-apiserver answers to a JSON patch that does not apply
+NOT_APPLIED = "the server rejected our request due to an error in our request"
 
 
 # -- patches ----------------------------------------------------------------
 
 def apply_patch(kind_of_patch: str, obj: dict, patch, kind: str) -> dict:
-    """Apply a patch of type ``merge`` / ``strategic`` / ``json`` / ``apply``; 422 on a bad patch."""
+    """Apply a patch of type ``merge`` / ``strategic`` / ``json`` / ``apply``; 422 on a bad patch.
+
+    JSON patch as kube-apiserver: not an array 400, over 10000 operations 413, not applicable
+    (failed test, missing path, unknown op) 422 with the generic message and empty details.
+    """
     try:
         if kind_of_patch == "json":
             if not isinstance(patch, list):
-                raise errors.bad_request("json patch must be a list of operations")
+                raise errors.bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+            if len(patch) > MAX_JSON_PATCH_OPERATIONS:
+                raise errors.ApiError(413, "RequestEntityTooLarge",
+                                      "Request entity too large: The allowed maximum operations in a JSON patch "
+                                      f"is {MAX_JSON_PATCH_OPERATIONS}, got {len(patch)}")
             return json_patch(obj, patch)
         if not isinstance(patch, dict):
             raise errors.bad_request("patch body must be a JSON object")
         if kind_of_patch == "merge":
             return merge_patch(obj, patch)
         return strategic_merge_patch(obj, patch, kind)
+    except JsonPatchNotApplied:
+        raise errors.ApiError(422, "Invalid", NOT_APPLIED, {}) from None
     except PatchError as e:
         raise errors.ApiError(422, "Invalid", str(getattr(e, "message", e))) from None
 

@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import (csr, discovery, errors, logproxy, metricsapi, policy, reviews, selectors, streamproxy, subresources,
-               tables)
+from . import (csr, discovery, errors, fieldvalidation, logproxy, metricsapi, policy, reviews, selectors,
+               streamproxy, subresources, tables)
 from .api import Api
 from .identity import TokenAuthenticator, User, user_from_peercert
 from .resources import Resource, lookup
@@ -226,6 +226,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         if code == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="kubernetes-master"')
+        for text in self._warnings:
+            self.send_header("Warning", fieldvalidation.warning_header(text))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -280,6 +282,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = _query(url.query)
         path = url.path.rstrip("/") or "/"
+        self._warnings: list[str] = []
         try:
             body = self._read_body()
             user = self._authenticate(path)
@@ -417,6 +420,21 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"error decoding body: {e}") from None
 
+    def _decode_fields(self, body: bytes) -> fieldvalidation.Body:
+        """Like `_decode`, remembering duplicate keys of a JSON body (for fieldValidation)."""
+        ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if not body or not ctype.endswith("json"):
+            return fieldvalidation.Body(self._decode(body), {})
+        try:
+            return fieldvalidation.loads(body)
+        except ValueError as e:
+            raise errors.bad_request(f"error decoding body: {e}") from None
+
+    def _field_warnings(self, found: list[str], user) -> None:
+        self._warnings = found
+        if found:
+            self.server.app.api.note_field_warnings(user, found)
+
     def _wants_table(self) -> bool:
         return tables.wants_table(self.headers.get("Accept") or "")
 
@@ -481,7 +499,8 @@ class Handler(BaseHTTPRequestHandler):
         r, ns, name = route.res, route.namespace or "", route.name
         if route.sub in ("exec", "attach", "portforward"):
             return self._exec(route)
-        obj = self._decode(body)
+        parsed = self._decode_fields(body)
+        obj = parsed.value
         if route.sub == "binding":
             return self._send_obj(*subresources.bind(api, ns, name, obj))
         if route.sub == "eviction":
@@ -505,6 +524,8 @@ class Handler(BaseHTTPRequestHandler):
                                                                       obj))
         if r.namespaced and route.namespace is None:
             raise errors.method_not_allowed()
+        mode = fieldvalidation.directive(query, "create")
+        self._field_warnings(fieldvalidation.check_body(r.kind, r.api_version, parsed, mode), user)
         if r.key == "certificatesigningrequests" and isinstance(obj, dict):
             csr.stamp_requestor(obj, user)
         created = api.create(r, ns, obj, dry_run=self._dry_run(query), user=user)
@@ -513,7 +534,11 @@ class Handler(BaseHTTPRequestHandler):
     def _do_update(self, route: Route, query: dict, body: bytes, user) -> None:
         api = self.server.app.api
         r, ns = route.res, route.namespace or ""
-        obj = self._decode(body)
+        parsed = self._decode_fields(body)
+        obj = parsed.value
+        if route.sub in (None, "status", "approval"):
+            mode = fieldvalidation.directive(query, "update")
+            self._field_warnings(fieldvalidation.check_body(r.kind, r.api_version, parsed, mode), user)
         if route.sub == "scale":
             rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
             scale = subresources.update_scale(api, r, ns, route.name, lambda s: obj,
@@ -534,11 +559,21 @@ class Handler(BaseHTTPRequestHandler):
         kind_of_patch = _PATCH_TYPES.get(ctype)
         if kind_of_patch is None:
             raise errors.unsupported_media(ctype)
-        patch = self._decode(body)
+        parsed = self._decode_fields(body)
+        patch = parsed.value
         if route.sub == "scale":
             return self._send_obj(200, subresources.patch_scale(api, r, ns, route.name, kind_of_patch, patch))
+        mode = fieldvalidation.directive(query, "patch")
+        found: list[str] = []
+
+        def check(patched: dict) -> dict:  # on each try of the read-modify-write
+            found[:] = fieldvalidation.check_patched(r.kind, r.api_version, parsed, patched, mode,
+                                                    strategic=kind_of_patch in ("strategic", "apply"))
+            return patched
+
         code, result = api.patch(r, ns, route.name, route.sub, kind_of_patch, patch, dry_run=self._dry_run(query),
-                                 user=user)
+                                 user=user, check=check if route.sub in (None, "status") else None)
+        self._field_warnings(found, user)
         self._send_entry(r, result, code)
 
     def _do_delete(self, route: Route, query: dict, body: bytes, user) -> None:

@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import base64
 import copy
-import re
 
 from . import errors
+from .admission.fielderrors import LABEL_MSG, LABEL_RE, SUBDOMAIN_MSG, SUBDOMAIN_RE
 from .defaults import apply_pod_defaults as default_pod_spec, qos_class
 from .resources import Resource
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-              "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-              "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                  "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-                  "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
 _LABEL_NAMED = frozenset({"namespaces"})
 _PATH_SEGMENT_NAMED = frozenset({"clusterroles", "clusterrolebindings", "roles", "rolebindings"})
 
@@ -110,11 +102,11 @@ def _validate_name(resource: Resource, name: str, field: str = "metadata.name") 
             return [invalid_value(field, name, "may not contain '/' or '%' or be '.' or '..'")]
         return []
     if resource.plural in _LABEL_NAMED:
-        if len(name) > 63 or not _DNS1123_LABEL.match(name):
-            return [invalid_value(field, name, _LABEL_MSG)]
+        if len(name) > 63 or not LABEL_RE.match(name):
+            return [invalid_value(field, name, LABEL_MSG)]
         return []
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-        return [invalid_value(field, name, _SUBDOMAIN_MSG)]
+    if len(name) > 253 or not SUBDOMAIN_RE.match(name):
+        return [invalid_value(field, name, SUBDOMAIN_MSG)]
     return []
 
 
@@ -126,8 +118,8 @@ def _validate_containers(containers, path: str) -> list[dict]:
         cname = c.get("name") or ""
         if not cname:
             causes.append(required(f"{p}.name"))
-        elif len(cname) > 63 or not _DNS1123_LABEL.match(cname):
-            causes.append(invalid_value(f"{p}.name", cname, _LABEL_MSG))
+        elif len(cname) > 63 or not LABEL_RE.match(cname):
+            causes.append(invalid_value(f"{p}.name", cname, LABEL_MSG))
         elif cname in seen:
             causes.append({"reason": "FieldValueDuplicate", "message": f'Duplicate value: "{cname}"',
                            "field": f"{p}.name"})

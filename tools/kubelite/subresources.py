@@ -96,10 +96,12 @@ def token_request(api: Api, signer: TokenSigner, ns: str, name: str, body: dict,
                     {"metadata": {"name": name, "namespace": ns}, "spec": spec}, sa.obj, api.view)
     audiences = spec.get("audiences") or list(API_AUDIENCES)
     expiration = spec.get("expirationSeconds") or 3600
-    if expiration < 600:
+    if expiration < signer.min_expiration_seconds:
+        floor = f"{signer.min_expiration_seconds // 60} minutes" if signer.min_expiration_seconds % 60 == 0 \
+            else f"{signer.min_expiration_seconds} seconds"
         raise errors.invalid("TokenRequest", name, [{
             "reason": "FieldValueInvalid", "field": "spec.expirationSeconds",
-            "message": f"Invalid value: {expiration}: may not specify a duration less than 10 minutes"}],
+            "message": f"Invalid value: {expiration}: may not specify a duration less than {floor}"}],
             "authentication.k8s.io")
     pod = None
     ref = spec.get("boundObjectRef")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (ISSUER,)
+MIN_EXPIRATION_SECONDS = 600  # kube-apiserver's floor for a TokenRequest's expirationSeconds
+#: Test knob (never set outside tests): a lower floor, so that token renewal can be watched in seconds.
+MIN_EXPIRATION_ENV = "KUBELITE_TEST_MIN_TOKEN_EXPIRATION_SECONDS"
 
 
 def _b64(data: bytes) -> str:
@@ -54,8 +58,11 @@ class Claims:
 class TokenSigner:
     """Issues and verifies service-account JWTs with one RSA key generated at construction."""
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock=time.time, min_expiration_seconds: int | None = None):
         self._clock = clock
+        if min_expiration_seconds is None:
+            min_expiration_seconds = int(os.environ.get(MIN_EXPIRATION_ENV) or MIN_EXPIRATION_SECONDS)
+        self.min_expiration_seconds = min_expiration_seconds
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         der = self._key.public_key().public_bytes(serialization.Encoding.DER,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo)

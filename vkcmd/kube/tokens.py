@@ -5,7 +5,8 @@ audience and expiry its projected source asks for, as the kubelet requests them
 (and as NodeRestriction demands), and is fetched again once 80 % of its life has
 passed. Staging never waits for the API: a token not fetched yet is "not yet",
 and ``on_change("ServiceAccountToken", namespace, account)`` retries the pods
-when it comes. Tokens are never logged.
+when it comes; a renewal reports ``("ServiceAccountTokenRenewed", namespace, pod)``
+so that the pod's running containers get the new file. Tokens are never logged.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 from vkcmd.backoff import PerKey
 from vkcmd.kube.client import ApiError, KubeClient, path
 from vkcmd.pods.errors import not_yet
+from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN, SERVICE_ACCOUNT_TOKEN_RENEWED
 from vkcmd.timefmt import parse_time
 from vkcmd.workqueue import WorkQueue
 
 log = logging.getLogger("vkcmd.kube.tokens")
 
-TOKEN = "ServiceAccountToken"
+TOKEN = SERVICE_ACCOUNT_TOKEN  # the kind on_change reports for a token's first fetch (and the queue key)
 DEFAULT_EXPIRATION = 3607  # the kubelet's default for the projected token of the service account volume
 REFRESH_AT = 0.8  # of a token's life
 
@@ -125,9 +127,13 @@ class TokenCache:
             entry = self._tokens.get(key)
             if entry is None:
                 return
+            renewed = bool(entry.token)
             entry.token, entry.issued, entry.expires, entry.error = token, now, expires, ""
         self._queue.add_after(key, max(1.0, REFRESH_AT * (expires - now)))
-        self._on_change(TOKEN, namespace, account)
+        if renewed:  # the pod's running containers get the new token file
+            self._on_change(SERVICE_ACCOUNT_TOKEN_RENEWED, namespace, name)
+        else:
+            self._on_change(TOKEN, namespace, account)
 
 
 def _lifetime(stamp: str | None, asked: int) -> float:

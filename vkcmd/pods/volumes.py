@@ -20,6 +20,10 @@ from vkcmd.pods.errors import ConfigError, WorkspaceError, config_error
 from vkcmd.pods.paths import relative_parts
 from vkcmd.pods.resolver import Resolver
 
+#: Kinds of change the resolver reports for tokens: one fetched for the first time (name: the service
+#: account), and one renewed (name: the pod it is bound to, whose running containers get the new file).
+SERVICE_ACCOUNT_TOKEN = "ServiceAccountToken"
+SERVICE_ACCOUNT_TOKEN_RENEWED = "ServiceAccountTokenRenewed"
 SUPPORTED = ("configMap", "secret", "emptyDir", "hostPath", "projected", "downwardAPI")
 DEFAULT_MODE = 0o644  # the API's default for defaultMode (420)
 SECRET_MODE_MASK = 0o700  # secret data: the owner's bits of a mode are honoured, never group's or others'
@@ -96,6 +100,19 @@ def content(volume: dict, ctx: Context) -> Files | Link:
     else:
         builder.projected(source, default_mode)
     return builder.result()
+
+
+def token_files(volume: dict, ctx: Context) -> dict[str, File]:
+    """The serviceAccountToken files of a projected ``volume`` (path in the volume → :class:`File`), {} for
+    any other volume: what is rewritten in a running container when its token is renewed."""
+    source = volume.get("projected")
+    if not isinstance(source, dict):
+        return {}
+    builder = _Builder(volume.get("name", ""), "projected", ctx)
+    for entry in source.get("sources") or []:
+        if isinstance(entry, dict) and entry.get("serviceAccountToken") is not None:
+            builder.service_account_token(entry["serviceAccountToken"])
+    return builder.result().files
 
 
 def _fail(volume: str, message: str, cause: str) -> ConfigError:

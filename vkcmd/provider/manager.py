@@ -24,11 +24,13 @@ from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as 
 from vkcmd.pods import Resolver, Workspace
 from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
+from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN_RENEWED
 from vkcmd.provider import decide
 from vkcmd.provider.hooks import HOOKS, Hooks
 from vkcmd.provider.launch import Launcher, LogWatcher
 from vkcmd.provider.probing import ProbeItem, Prober
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period, new_record
+from vkcmd.provider.tokenfiles import renew_running
 from vkcmd.runtime import ExitReport, Recovered, Runtime
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
@@ -85,6 +87,7 @@ class PodManager:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._records: dict[str, PodRecord] = {}
+        self._tokens_renewed: set[str] = set()  # pods whose running containers get their renewed tokens
         self._recovered: dict[str, Recovered] = {}
         self._queue = WorkQueue("pods")
         self._threads: list[threading.Thread] = []
@@ -153,11 +156,16 @@ class PodManager:
             self._remove_workspace_of(orphan.info.container_dir if orphan.info else "")
 
     def object_changed(self, kind: str, namespace: str, name: str) -> None:
-        """A ConfigMap or Secret changed: retry the pods of that namespace waiting on config."""
+        """A ConfigMap, Secret or token changed: retry the pods of that namespace waiting on config; a
+        renewed token also goes into the running containers of its pod (``name``)."""
         with self._lock:
             waiting = [r.uid for r in self._records.values()
                        if (not namespace or r.namespace == namespace)
                        and any(c.waiting_reason in WAITS_ON_OBJECTS for c in r.containers())]
+            if kind == SERVICE_ACCOUNT_TOKEN_RENEWED:
+                renewed = [r.uid for r in self._records.values() if r.namespace == namespace and r.name == name]
+                self._tokens_renewed.update(renewed)
+                waiting += renewed
         for uid in waiting:
             self._queue.add(uid)
 
@@ -259,6 +267,8 @@ class PodManager:
     def _sync(self, uid: str) -> None:
         with self._lock:
             record = self._records.get(uid)
+            tokens_renewed = uid in self._tokens_renewed
+            self._tokens_renewed.discard(uid)
             if record is None:
                 return
             exits, record.exits = record.exits, []
@@ -281,6 +291,8 @@ class PodManager:
         elif record.state in POD_RUNNING:
             self._advance(record, now)
             self._prober.run_due(record, now)
+            if tokens_renewed:
+                renew_running(record, self._resolver)
         self._publish(record, now)
 
     def _take_recovered(self, key: str) -> Recovered | None:

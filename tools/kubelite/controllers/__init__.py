@@ -27,7 +27,8 @@ from .certificates import CertificateController
 from .deployments import DeploymentController
 from .gc import GarbageCollector
 from .jobs import JobController
-from .kube import Informers, Kube
+from .informers import Informers
+from .kube import Kube
 from .namespaces import NamespaceController, cluster_ca_pem
 from .nodelifecycle import NodeLifecycleController
 from .scheduler import SchedulerController

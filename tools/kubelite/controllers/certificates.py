@@ -11,13 +11,13 @@ the cluster CA (``sign`` passed in), for ``expirationSeconds`` capped at
 from __future__ import annotations
 
 import base64
-import logging
 import threading
 
 from .. import csr as csrs
-from .kube import Informers, Kube, KubeError, WorkQueue, now_rfc3339
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, now_rfc3339
 
-log = logging.getLogger(__name__)
 
 PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
@@ -26,42 +26,20 @@ def _condition(obj: dict, kind: str) -> dict | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
-class CertificateController:
+class CertificateController(Worker):
     """One named worker thread: approve what the rules allow, then sign what is approved."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event, *, sign, max_seconds: int):
+        super().__init__("kubelite-csr", stop)
         self.kube = kube
-        self.stop_event = stop
         self.sign = sign
         self.max_seconds = max_seconds
-        self.queue = WorkQueue()
         self.csrs = informers.get(PATH, "csrs")
         self.csrs.add_handler(lambda e, obj, old: e != "DELETED" and self.queue.add(obj["metadata"]["name"]))
-        self._thread = threading.Thread(target=self._run, name="kubelite-csr", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    what = "csr"
 
-    def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            name = self.queue.get(timeout=1.0)
-            if not name:
-                continue
-            try:
-                self._sync(name)
-            except KubeError as exc:
-                log.info("csr %s: %s", name, exc)
-                if exc.status in (0, 409, 429, 500, 503):
-                    self.stop_event.wait(0.2)
-                    self.queue.add(name)
-            except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("csr %s failed", name)
-
-    def _sync(self, name: str) -> None:
+    def handle(self, name: str) -> None:
         obj = self.csrs.get(name)
         if obj is None or (obj.get("status") or {}).get("certificate") or _condition(obj, "Failed"):
             return

@@ -15,15 +15,15 @@ deletes not yet seen by the informer, so nothing is done twice.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 
-from .kube import Informers, Kube, KubeError, WorkQueue, now_rfc3339, obj_key
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, KubeError, now_rfc3339, obj_key
 
-log = logging.getLogger(__name__)
 
 TERMINAL = ("Succeeded", "Failed")
 HASH_LABEL = "pod-template-hash"
@@ -99,16 +99,15 @@ def _without_times(status: dict) -> dict:
     return out
 
 
-class DeploymentController:
+class DeploymentController(Worker):
     """One named worker thread syncing Deployments ("d:" keys) and ReplicaSets ("rs:" keys)."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event):
+        super().__init__("kubelite-deployments", stop)
         self.kube = kube
-        self.stop_event = stop
         self.deployments = informers.get("/apis/apps/v1/deployments", "deployments")
         self.replicasets = informers.get("/apis/apps/v1/replicasets", "replicasets")
         self.pods = informers.get("/api/v1/pods", "pods")
-        self.queue = WorkQueue()
         self._lock = threading.Lock()
         self._pods_by_owner: dict[str, set[str]] = {}
         self._expect: dict[str, _Expectations] = {}
@@ -116,14 +115,6 @@ class DeploymentController:
         self.deployments.add_handler(self._on_deployment)
         self.replicasets.add_handler(self._on_replicaset)
         self.pods.add_handler(self._on_pod)
-        self._thread = threading.Thread(target=self._run, name="kubelite-deployments", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
 
     # -- handlers ----------------------------------------------------------------
 
@@ -159,24 +150,12 @@ class DeploymentController:
 
     # -- worker --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            key = self.queue.get(timeout=1.0)
-            if not key:
-                continue
-            kind, _, name = key.partition(":")
-            try:
-                if kind == "d":
-                    self._sync_deployment(name)
-                else:
-                    self._sync_replicaset(name)
-            except KubeError as exc:
-                log.info("sync %s: %s", key, exc)
-                if exc.status in (0, 409, 429, 500, 503):
-                    self.stop_event.wait(0.2)
-                    self.queue.add(key)
-            except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("sync %s failed", key)
+    def handle(self, key: str) -> None:
+        kind, _, name = key.partition(":")
+        if kind == "d":
+            self._sync_deployment(name)
+        else:
+            self._sync_replicaset(name)
 
     # -- deployments -----------------------------------------------------------------
 

@@ -12,29 +12,38 @@ import queue
 import threading
 import time
 
+from .base import Worker
 from .kube import Kube, KubeError, now_rfc3339
 
-log = logging.getLogger(__name__)
 
-
-class EventRecorder:
+class EventRecorder(Worker):
     """Posts core/v1 Events as `component` (e.g. default-scheduler)."""
 
     def __init__(self, kube: Kube, component: str, stop: threading.Event, *, max_remembered: int = 4096):
+        super().__init__(f"kubelite-events-{component}", stop)
         self.kube = kube
         self.component = component
-        self._stop = stop
-        self._queue: "queue.Queue[tuple | None]" = queue.Queue()
+        self._items: "queue.Queue[tuple | None]" = queue.Queue()
         self._posted: dict[tuple, tuple[str, str, int]] = {}  # key -> (namespace, name, count)
         self._max = max_remembered
-        self._thread = threading.Thread(target=self._run, name=f"kubelite-events-{component}", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    what = "event not posted"
+    retry_on = ()
+    log_level = logging.DEBUG
 
-    def stop(self, timeout: float) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
+    def next_keys(self) -> list:
+        """Events are not deduplicated as keys are: a plain FIFO; None (from `wake`) is no event."""
+        try:
+            item = self._items.get(timeout=1.0)
+        except queue.Empty:
+            return []
+        return [] if item is None else [item]
+
+    def wake(self) -> None:
+        self._items.put(None)
+
+    def handle(self, item: tuple) -> None:
+        self._post(*item)
 
     def event(self, obj: dict, event_type: str, reason: str, message: str) -> None:
         """Queue an event about `obj` (a full object with apiVersion/kind/metadata)."""
@@ -48,17 +57,7 @@ class EventRecorder:
         }
         if meta.get("namespace"):
             ref["namespace"] = meta["namespace"]
-        self._queue.put((ref, event_type, reason, message))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._post(*item)
-            except KubeError as exc:
-                log.debug("event %s not posted: %s", item[2], exc)
+        self._items.put((ref, event_type, reason, message))
 
     def _post(self, ref: dict, event_type: str, reason: str, message: str) -> None:
         namespace = ref.get("namespace") or "default"

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from .kube import Informers, Kube, KubeError, WorkQueue, obj_key
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, KubeError, obj_key
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +33,18 @@ DEPENDENTS = {
 }
 
 
-class GarbageCollector:
+class GarbageCollector(Worker):
     """One named worker thread; keys are `owner:<uid>:<ns>` or `orphan:<dependent path>:<key>`."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event):
+        super().__init__("kubelite-gc", stop)
         self.kube = kube
-        self.stop_event = stop
-        self.queue = WorkQueue()
         self.owners = {kind: informers.get(path, path.rsplit("/", 1)[-1]) for kind, (_, path) in OWNERS.items()}
         self.dependents = {path: informers.get(path, path.rsplit("/", 1)[-1]) for path in DEPENDENTS}
         for informer in self.owners.values():
             informer.add_handler(self._on_owner)
         for path, informer in self.dependents.items():
             informer.add_handler(lambda e, obj, old, path=path: self._on_dependent(path, e, obj))
-        self._thread = threading.Thread(target=self._run, name="kubelite-gc", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
 
     def _on_owner(self, event: str, obj: dict, old: dict | None) -> None:
         if event == "DELETED":
@@ -65,23 +58,17 @@ class GarbageCollector:
         if refs:
             self.queue.add(f"orphan:{path}:{obj_key(obj)}")
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            key = self.queue.get(timeout=1.0)
-            if not key:
-                continue
-            try:
-                kind, _, rest = key.partition(":")
-                if kind == "owner":
-                    uid, _, ns = rest.partition(":")
-                    self._delete_dependents(uid, ns)
-                else:
-                    path, _, dep_key = rest.rpartition(":")
-                    self._check_orphan(path, dep_key)
-            except KubeError as exc:
-                log.info("gc %s: %s", key, exc)
-            except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("gc %s failed", key)
+    what = "gc"
+    retry_on = ()  # the next owner or dependent event brings the key back
+
+    def handle(self, key: str) -> None:
+        kind, _, rest = key.partition(":")
+        if kind == "owner":
+            uid, _, ns = rest.partition(":")
+            self._delete_dependents(uid, ns)
+        else:
+            path, _, dep_key = rest.rpartition(":")
+            self._check_orphan(path, dep_key)
 
     def _delete(self, path_prefix: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}

@@ -14,14 +14,14 @@ is set: then only terminal pods are judged, by its rules).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
 from .deployments import controller_of
-from .kube import Informers, Kube, KubeError, WorkQueue, now_rfc3339, obj_key
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, KubeError, now_rfc3339, obj_key
 
-log = logging.getLogger(__name__)
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 _EXPECTATION_TTL = 30.0
@@ -96,28 +96,20 @@ def _cond(ctype: str, reason: str, message: str) -> dict:
             "lastProbeTime": now, "lastTransitionTime": now}
 
 
-class JobController:
+class JobController(Worker):
     """One named worker thread syncing Jobs by `namespace/name` key."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event):
+        super().__init__("kubelite-jobs", stop)
         self.kube = kube
-        self.stop_event = stop
         self.jobs = informers.get("/apis/batch/v1/jobs", "jobs")
         self.pods = informers.get("/api/v1/pods", "pods")
-        self.queue = WorkQueue()
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[str, tuple[str, int | None]]] = {}  # job uid -> pod uid -> (outcome, index)
         self._expect: dict[str, tuple[set[str], float]] = {}  # job key -> (created names unseen, since)
+        self._observed: dict[str, set[str]] = {}  # job key -> pod names the informer reported since the last sync
         self.jobs.add_handler(self._on_job)
         self.pods.add_handler(self._on_pod)
-        self._thread = threading.Thread(target=self._run, name="kubelite-jobs", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
 
     def _on_job(self, event: str, job: dict, old: dict | None) -> None:
         if event == "DELETED":
@@ -128,33 +120,25 @@ class JobController:
     def _on_pod(self, event: str, pod: dict, old: dict | None) -> None:
         owner = controller_of(pod)
         if owner and owner.get("kind") == "Job":
+            key = f"{(pod.get('metadata') or {}).get('namespace', '')}/{owner.get('name')}"
+            with self._lock:  # seen, even if deleted before the next sync looks at the cache
+                self._observed.setdefault(key, set()).add(pod["metadata"].get("name"))
             if event == "DELETED" and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
                 with self._lock:  # gone before it finished: upstream counts it as failed
                     self._outcomes.setdefault(owner.get("uid"), {}).setdefault(
                         pod["metadata"].get("uid"), ("deleted", _index(pod)))
-            self.queue.add(f"{(pod.get('metadata') or {}).get('namespace', '')}/{owner.get('name')}")
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            key = self.queue.get(timeout=1.0)
-            if not key:
-                continue
-            try:
-                self._sync(key)
-            except KubeError as exc:
-                log.info("sync job %s: %s", key, exc)
-                if exc.status in (0, 409, 429, 500, 503):
-                    self.stop_event.wait(0.2)
-                    self.queue.add(key)
-            except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("sync job %s failed", key)
+            self.queue.add(key)
 
     # -- sync ----------------------------------------------------------------------
 
-    def _sync(self, key: str) -> None:
+    what = "sync job"
+
+    def handle(self, key: str) -> None:
         job = self.jobs.get(key)
         if job is None or job["metadata"].get("deletionTimestamp"):
             self._expect.pop(key, None)
+            with self._lock:
+                self._observed.pop(key, None)
             return
         meta, spec = job["metadata"], job.get("spec") or {}
         ns, uid = meta.get("namespace", "default"), meta.get("uid")
@@ -214,7 +198,9 @@ class JobController:
         unseen, since = self._expect.get(key, (set(), time.monotonic()))
         if time.monotonic() - since > _EXPECTATION_TTL:
             unseen = set()
-        unseen -= present
+        with self._lock:
+            observed = self._observed.pop(key, set())
+        unseen -= present | observed
         completions = spec.get("completions")
         want = parallelism if completions is None else min(parallelism, int(completions) - succeeded)
         to_create = max(0, want - len(active) - len(unseen))

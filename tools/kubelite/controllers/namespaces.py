@@ -11,15 +11,15 @@ left alone.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import threading
 
 import yaml
 
-from .kube import Informers, Kube, KubeError, WorkQueue
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, KubeError
 
-log = logging.getLogger(__name__)
 
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 DEFAULT_ACCOUNT = "default"
@@ -51,30 +51,21 @@ def cluster_ca_pem(kubeconfig_path: str) -> str:
     return ""
 
 
-class NamespaceController:
+class NamespaceController(Worker):
     """One named worker thread ensuring the defaults of each namespace."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event, *, ca_pem: str):
+        super().__init__("kubelite-namespaces", stop)
         self.kube = kube
-        self.stop_event = stop
         self.ca_pem = ca_pem
         self.namespaces = informers.get("/api/v1/namespaces", "namespaces")
         self.accounts = informers.get("/api/v1/serviceaccounts", "default-serviceaccounts",
                                       {"fieldSelector": f"metadata.name={DEFAULT_ACCOUNT}"})
         self.configmaps = informers.get("/api/v1/configmaps", "root-ca-configmaps",
                                         {"fieldSelector": f"metadata.name={ROOT_CA_CONFIGMAP}"})
-        self.queue = WorkQueue()
         self.namespaces.add_handler(self._on_namespace)
         self.accounts.add_handler(self._on_dependent)
         self.configmaps.add_handler(self._on_dependent)
-        self._thread = threading.Thread(target=self._run, name="kubelite-namespaces", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
 
     def _on_namespace(self, event: str, ns: dict, old: dict | None) -> None:
         if event != "DELETED":
@@ -84,22 +75,10 @@ class NamespaceController:
         if event == "DELETED" or obj["metadata"].get("name") == ROOT_CA_CONFIGMAP:
             self.queue.add(obj["metadata"].get("namespace", ""))
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            name = self.queue.get(timeout=1.0)
-            if not name:
-                continue
-            try:
-                self._sync(name)
-            except KubeError as exc:
-                log.info("namespace %s: %s", name, exc)
-                if exc.status in (0, 429, 500, 503):
-                    self.stop_event.wait(0.2)
-                    self.queue.add(name)
-            except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("namespace %s failed", name)
+    what = "namespace"
+    retry_on = (0, 429, 500, 503)
 
-    def _sync(self, name: str) -> None:
+    def handle(self, name: str) -> None:
         ns = self.namespaces.get(name)
         if ns is None or ns["metadata"].get("deletionTimestamp") \
                 or (ns.get("status") or {}).get("phase") == "Terminating":

@@ -16,7 +16,9 @@ import logging
 import threading
 import time
 
-from .kube import Informers, Kube, KubeError, STRATEGIC_PATCH, WorkQueue, now_rfc3339, parse_time
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, KubeError, STRATEGIC_PATCH, now_rfc3339, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -29,49 +31,33 @@ UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
 _CHECK_ALL = "*"
 
 
-class NodeLifecycleController:
+class NodeLifecycleController(Worker):
     """One named worker thread; the queue's timeout is the timer."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event, *, lease_grace: float):
+        super().__init__("kubelite-nodelifecycle", stop)
         self.kube = kube
-        self.stop_event = stop
         self.grace = lease_grace
         self.period = min(lease_grace / 4.0, 5.0)
         self.nodes = informers.get("/api/v1/nodes", "nodes")
         self.leases = informers.get(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases", "leases")
-        self.queue = WorkQueue()
+        self._next_sweep = time.monotonic() + self.period
         self.nodes.add_handler(lambda e, obj, old: self._enqueue(e, obj))
         self.leases.add_handler(lambda e, obj, old: self._enqueue(e, obj))
-        self._thread = threading.Thread(target=self._run, name="kubelite-nodelifecycle", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
 
     def _enqueue(self, event: str, obj: dict) -> None:
         if event != "DELETED":
             self.queue.add((obj.get("metadata") or {}).get("name", ""))
 
-    def _run(self) -> None:
-        next_sweep = time.monotonic() + self.period
-        while not self.stop_event.is_set():
-            key = self.queue.get(timeout=max(0.0, next_sweep - time.monotonic()))
-            names = [key] if key else []
-            if time.monotonic() >= next_sweep:
-                names = [n["metadata"]["name"] for n in self.nodes.items()]
-                next_sweep = time.monotonic() + self.period
-            for name in names:
-                if self.stop_event.is_set():
-                    return
-                try:
-                    self._check(name)
-                except KubeError as exc:
-                    log.info("node lifecycle %s: %s", name, exc)
-                except Exception:  # noqa: BLE001 - keep the loop alive
-                    log.exception("node lifecycle %s failed", name)
+    what = "node lifecycle"
+    retry_on = ()  # the next sweep looks again
+
+    def next_keys(self) -> list:
+        key = self.queue.get(timeout=max(0.0, self._next_sweep - time.monotonic()))
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.period
+            return [n["metadata"]["name"] for n in self.nodes.items()]
+        return [key] if key else []
 
     # -- the verdict -----------------------------------------------------------------
 
@@ -85,7 +71,7 @@ class NodeLifecycleController:
         beat = parse_time((ready or {}).get("lastHeartbeatTime"))
         return beat if beat is not None else parse_time(node["metadata"].get("creationTimestamp"))
 
-    def _check(self, name: str) -> None:
+    def handle(self, name: str) -> None:
         node = self.nodes.get(name)
         if node is None:
             return

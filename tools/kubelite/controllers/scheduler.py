@@ -11,15 +11,15 @@ both only when the message changed.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
 from ..scheduler import HostPort, host_ports, pick_node
 from .events import EventRecorder
-from .kube import Informers, Kube, KubeError, STRATEGIC_PATCH, WorkQueue, now_rfc3339, obj_key
+from .base import Worker
+from .informers import Informers
+from .kube import Kube, KubeError, STRATEGIC_PATCH, now_rfc3339, obj_key
 
-log = logging.getLogger(__name__)
 
 SCHEDULER_NAME = "default-scheduler"
 TERMINAL = ("Succeeded", "Failed")
@@ -35,31 +35,28 @@ def _node_signature(node: dict) -> tuple:
             bool(spec.get("unschedulable")), ready, repr((status.get("allocatable") or {}).get("pods")))
 
 
-class SchedulerController:
+class SchedulerController(Worker):
     """Watches pods and nodes; one named worker thread binds."""
 
     def __init__(self, kube: Kube, informers: Informers, stop: threading.Event):
+        super().__init__("kubelite-scheduler", stop)
         self.kube = kube
-        self.stop_event = stop
         self.pods = informers.get("/api/v1/pods", "pods")
         self.nodes = informers.get("/api/v1/nodes", "nodes")
         self.events = EventRecorder(kube, SCHEDULER_NAME, stop)
-        self.queue = WorkQueue()
         self._lock = threading.Lock()
         self._assumed: dict[str, str] = {}          # pod key -> node name
         self._unschedulable: dict[str, str] = {}    # pod key -> last message
         self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(self._on_node)
-        self._thread = threading.Thread(target=self._run, name="kubelite-scheduler", daemon=True)
 
     def start(self) -> None:
         self.events.start()
-        self._thread.start()
+        super().start()
 
     def join(self, timeout: float) -> None:
-        self.queue.wake()
-        self._thread.join(timeout)
-        self.events.stop(timeout)
+        super().join(timeout)
+        self.events.join(timeout)
 
     # -- handlers (informer threads: never block) -------------------------------
 
@@ -100,20 +97,8 @@ class SchedulerController:
 
     # -- worker ---------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            key = self.queue.get(timeout=1.0)
-            if not key:
-                continue
-            try:
-                self._schedule(key)
-            except KubeError as exc:
-                log.info("scheduling %s: %s", key, exc)
-                if exc.status in (0, 429, 500, 503):  # transient: try again shortly
-                    self.stop_event.wait(0.2)
-                    self.queue.add(key)
-            except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("scheduling %s failed", key)
+    what = "scheduling"
+    retry_on = (0, 429, 500, 503)  # a 409 on binding means bound by someone else
 
     def _node_usage(self) -> tuple[dict[str, int], dict[str, set[HostPort]]]:
         """Per node: the non-terminal pods bound (or assumed) to it, and the hostPorts they hold."""
@@ -138,7 +123,7 @@ class SchedulerController:
             add(self.pods.get(key) or {}, node)
         return counts, ports
 
-    def _schedule(self, key: str) -> None:
+    def handle(self, key: str) -> None:
         pod = self.pods.get(key)
         if pod is None or not self._wants_scheduling(pod):
             return

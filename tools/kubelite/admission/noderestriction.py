@@ -10,8 +10,9 @@ users pass untouched. Knows no HTTP; reads through a store ``view``.
 
 from __future__ import annotations
 
-from .errors import ApiError
-from .nodeauthz import NODE_LEASE_NAMESPACE, node_identity
+from ..errors import ApiError
+from ..nodeauthz import NODE_LEASE_NAMESPACE, node_identity
+from .fielderrors import forbidden
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
@@ -56,15 +57,6 @@ def _modified(new: dict | None, old: dict | None) -> set[str]:
     return {k for k in set(new) | set(old) if new.get(k) != old.get(k) or (k in new) != (k in old)}
 
 
-def _forbidden(resource: str, group: str, name: str, why: str) -> ApiError:
-    qualified = f"{resource}.{group}" if group else resource
-    subject = f'{qualified} "{name}"' if name else qualified
-    details = {"name": name, "kind": resource}
-    if group:
-        details["group"] = group
-    return ApiError(403, "Forbidden", f"{subject} is forbidden: {why}", details)
-
-
 class _Request:
     def __init__(self, node: str, op: str, resource: str, sub: str, name: str, namespace: str,
                  obj: dict | None, old: dict | None, view):
@@ -72,7 +64,7 @@ class _Request:
         self.name, self.namespace, self.obj, self.old, self.view = name, namespace, obj, old, view
 
     def deny(self, why: str, group: str = "") -> ApiError:
-        return _forbidden(self.resource, group, self.name, why)
+        return forbidden(self.resource, self.name, why, group)
 
 
 def admit(user, op: str, resource: str, sub: str | None, obj: dict | None, old: dict | None, view) -> None:
@@ -162,7 +154,7 @@ def _admit_mirror_pod(req: _Request) -> None:
         raise req.deny(f'node "{node}" can only create pods with an owner reference set to itself')
     if spec.get("serviceAccountName"):
         raise req.deny(f'node "{node}" can not create pods that reference a service account')
-    from .nodegraph import pod_references  # the graph's reading of a pod spec is the one to check
+    from ..nodegraph import pod_references  # the graph's reading of a pod spec is the one to check
     kinds = {kind for kind, _ in pod_references(pod)}
     for kind, word in (("secret", "secrets"), ("configmap", "configmaps"), ("pvc", "persistentvolumeclaims")):
         if kind in kinds:
