@@ -104,7 +104,7 @@ class _Forwards:
             for data in early:
                 sock.sendall(data)
             while True:
-                chunk = sock.recv(65536)
+                chunk = _gather(sock)
                 if not chunk or pair["data"] in self._ended:  # what the pod sends after the client left is
                     break                                     # dropped: kubectl no longer reads that stream
                 session.send_data(pair["data"], chunk)
@@ -126,6 +126,20 @@ class _Forwards:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def _gather(sock: socket.socket) -> bytes:
+    """What the pod has sent, up to one frame (``spdy.DATA_CHUNK``): a blocking read, then what is there."""
+    chunk = sock.recv(spdy.DATA_CHUNK)
+    while chunk and len(chunk) < spdy.DATA_CHUNK:
+        try:
+            more = sock.recv(spdy.DATA_CHUNK - len(chunk), socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not more:
+            break
+        chunk += more
+    return chunk
 
 
 def port_forward_route(handler: Handler, path: str, query: str) -> int:
