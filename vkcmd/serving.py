@@ -35,6 +35,7 @@ class NodeBackend:
         self._indexer = indexer
         self._boot = psutil.boot_time()
         self._started: dict[str, tuple[str, float]] = {}  # pod uid -> (status.startTime, parsed)
+        self._pod_usage: dict[str, tuple[tuple, list, api.PodUsage]] = {}  # pod uid -> (key, runs, usage)
 
     def list_pods(self) -> Sequence[Mapping[str, Any]]:
         return self._provider.pods()
@@ -45,20 +46,29 @@ class NodeBackend:
         memory = psutil.virtual_memory()
         pods = []
         started_cache, seen = self._started, set()
+        memo, kept = self._pod_usage, {}
         for pod in self._provider.pods():
             meta, status = pod["metadata"], pod.get("status") or {}
             uid = meta["uid"]
+            started = status.get("startTime")
+            names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+            measured = [(name, runs.get(f"{uid}/{name}")) for name in names]
+            # the same PodUsage object while the runtime's snapshot is the same (summary.compute memoises by it)
+            key = (meta["namespace"], meta["name"], started, *(id(run) for _, run in measured))
+            hit = memo.get(uid)
+            if started and hit is not None and hit[0] == key:
+                pods.append(hit[2])
+                kept[uid] = hit
+                seen.add(uid)
+                continue
             containers = []
-            for container in (pod.get("spec") or {}).get("containers") or []:
-                key = f"{uid}/{container['name']}"
-                run = runs.get(key)
+            for name, run in measured:
                 if run is None:
                     continue
                 containers.append(api.ContainerUsage(
-                    container["name"], f"{key}@{run.started_at}", run.started_at, run.cpu_seconds,
+                    name, f"{uid}/{name}@{run.started_at}", run.started_at, run.cpu_seconds,
                     run.memory_working_set_bytes, run.memory_rss_bytes, run.memory_rss_bytes, run.processes,
                     timestamp=run.timestamp))
-            started = status.get("startTime")
             if started:
                 cached = started_cache.get(uid)
                 if cached is None or cached[0] != started:
@@ -67,7 +77,11 @@ class NodeBackend:
                 start_time = cached[1]
             else:
                 start_time = time.time()
-            pods.append(api.PodUsage(meta["namespace"], meta["name"], uid, start_time, tuple(containers)))
+            usage = api.PodUsage(meta["namespace"], meta["name"], uid, start_time, tuple(containers))
+            pods.append(usage)
+            if started:
+                kept[uid] = (key, [run for _, run in measured], usage)   # the runs keep their ids unique
+        self._pod_usage = kept
         if len(started_cache) > len(seen):
             for uid in started_cache.keys() - seen:
                 del started_cache[uid]

@@ -136,3 +136,22 @@ def test_the_same_scan_served_twice_keeps_its_rate():
     assert again.usage_core_nano_seconds == 3_000_000_000 and again.time == 1002.0
     later = at_scan(1003.2, 1004.0, 3.5)
     assert later.usage_nano_cores == 250_000_000
+
+
+def test_a_pod_usage_seen_again_keeps_its_stats_and_a_new_scan_gets_new_rates():
+    """Issue 16: at 5000 pods every request rebuilt and re-encoded every pod from a background scan
+    that changes every few seconds. A PodUsage handed out again (the same scan) keeps its PodStats
+    (and its JSON); the next scan's gets its rate against the previous sample."""
+    rates, memo = CpuRates(), {}
+    old = PodUsage("ns", "p", "uid-1", 1_700_000_050.0, (ContainerUsage("c", "r1", 1000.0, 2.0, 10, 10, 10,
+                                                                         timestamp=1010.0),))
+    first = compute("n", UsageSnapshot(1011.0, NODE, (old,)), rates, memo)
+    encode(first)
+    again = compute("n", UsageSnapshot(1012.0, NODE, (old,)), rates, memo)
+    assert again.pods[0] is first.pods[0] and again.pods[0].text is not None
+    assert encode(again) == json.dumps(to_json(again), separators=(",", ":")).encode()
+    new = PodUsage("ns", "p", "uid-1", 1_700_000_050.0, (ContainerUsage("c", "r1", 1000.0, 7.0, 10, 10, 10,
+                                                                         timestamp=1020.0),))
+    later = compute("n", UsageSnapshot(1021.0, NODE, (new,)), rates, memo)
+    assert later.pods[0] is not first.pods[0]
+    assert later.pods[0].containers[0].usage.usage_nano_cores == 500_000_000   # 5 s of CPU in 10 s

@@ -343,3 +343,17 @@ def test_a_deleted_pod_is_ended_once_even_when_its_dying_object_changes_again(pr
     manager.remove(deleting)  # DELETED: forgotten; a pod of that uid coming back is new to the node
     manager.upsert(body)
     wait_until(lambda: phase(manager, uid) == "Running", 10, "the same uid runs again after DELETED")
+def test_an_object_change_retries_only_pods_still_waiting_to_start(provider, monkeypatch):
+    """Issue 16: every token fetch (one per pod start) re-synced every running pod of the namespace
+    (a started container keeps ContainerCreating as its last waiting reason): O(pods) per start."""
+    manager, _ = provider(StaticResolver())
+    bodies = [pod(f"run-{i}", ["sleep", "60"]) for i in range(3)]
+    for body in bodies:
+        manager.upsert(body)
+    for body in bodies:
+        wait_until(lambda: phase(manager, body["metadata"]["uid"]) == "Running", 10, "Running")
+    queued = []
+    add = manager._queue.add
+    monkeypatch.setattr(manager._queue, "add", lambda key: (queued.append(key), add(key))[1])
+    manager.object_changed("ServiceAccountToken", "default", "default")
+    assert queued == []

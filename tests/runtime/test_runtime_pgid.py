@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from .conftest import live
+from vkcmd.runtime.inotify import EVENT, Inotify
+
+from .conftest import SCAN, live
 
 # waits until the test has named the group in its pgid file, then runs on
 RUN = "echo ready; exec sleep 1000"
@@ -94,3 +96,58 @@ def test_a_named_group_of_another_user_is_not_followed(rt):
         assert live(stranger)
     finally:
         kill(stranger)
+
+
+IN_OPEN = 0x00000020
+
+
+def opened_pgid_files(watcher: Inotify, names: dict[int, str]) -> set[str]:
+    """The container dirs whose pgid file was opened since the last call (by anyone)."""
+    seen = set()
+    for data in watcher.read():
+        offset = 0
+        while offset < len(data):
+            wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
+            name = data[offset + EVENT.size: offset + EVENT.size + length].rstrip(b"\0")
+            offset += EVENT.size + length
+            if mask & IN_OPEN and name == b"pgid":
+                seen.add(names[wd])
+    return seen
+
+
+def test_pgid_files_are_read_when_rewritten_not_at_every_scan(rt, caplog):
+    """Issue 16: at thousands of pods, re-reading every pgid file at every scan was a third of an
+    idle node's CPU. A file is read when its run is new and when it is written, not per scan; a
+    rewrite is still followed (and one renamed into place too)."""
+    keys = [f"p/c{i}" for i in range(3)]
+    watcher = Inotify()
+    try:
+        names = {watcher.add_watch(str(rt.cdir(key.replace("/", "_"))), IN_OPEN): key for key in keys}
+        for key in keys:
+            rt.sh(key, RUN)
+        for key in keys:
+            rt.wait_out(key, "ready")
+        first: set[str] = set()                                  # each read once: the run is new
+        until(lambda: first.update(opened_pgid_files(watcher, names)) or first == set(keys),
+              "a new run's pgid file was never read", timeout=10)
+        time.sleep(SCAN * 3)
+        opened_pgid_files(watcher, names)
+        time.sleep(SCAN * 15)                                    # a dozen periodic scans
+        assert opened_pgid_files(watcher, names) == set(), "pgid files read again at idle scans"
+        workload = outside_group()
+        try:
+            pgid = os.getpgid(workload)
+            staged = rt.cdir("p_c1") / "pgid.new"
+            staged.write_text(f"{pgid}\n")
+            staged.rename(rt.cdir("p_c1") / "pgid")               # replaced atomically, as write_pgid does
+            until(lambda: workload in rt.rt.processes("p/c1"), "the renamed pgid file was not followed")
+            assert opened_pgid_files(watcher, names) == {"p/c1"}
+        finally:
+            kill(workload)
+    finally:
+        watcher.close()
+        for key in keys:
+            rt.rt.terminate(key, 0)
+        assert {rt.exit().key for _ in keys} == set(keys)
+        time.sleep(SCAN * 5)                                     # scans after the ends drop the watches
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], "a scan failed"

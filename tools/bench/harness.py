@@ -84,6 +84,18 @@ def marked_processes(home: str | Path | None = None) -> list[int]:
     return processes_with({"VKCMD_RUN": None, **({"HOME": str(home)} if home is not None else {})})
 
 
+def kill_marked(home: str | Path) -> list[int]:
+    """SIGKILL every live process carrying a VKCMD_RUN marker and ``HOME=<home>`` (a bench's leftovers);
+    returns their pids."""
+    left = marked_processes(home)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
 # --- the control plane in its own process ----------------------------------------------------
 
 class ControlPlaneProcess:

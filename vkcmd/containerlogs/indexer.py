@@ -364,15 +364,7 @@ class LogIndexer:
         with self._events_lock:
             if self._inotify is None:
                 return
-            chunks = []
-            while True:
-                try:
-                    chunk = os.read(self._inotify.fd, 65536)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            chunks = self._inotify.read()
             if chunks:
                 self._process_events(chunks)
 

@@ -89,9 +89,10 @@ class LogOptions:
 
 # --- usage ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ContainerUsage:
-    """One running container, measured once (all processes of its current run summed)."""
+    """One running container, measured once (all processes of its current run summed). This and
+    ``PodUsage`` are made per pod and request (thousands): slotted, not frozen; never change one."""
 
     name: str
     run_id: str  # identifies this run; a restart is a new run (rates never span two runs)
@@ -105,7 +106,7 @@ class ContainerUsage:
     timestamp: float | None = None  # unix seconds it was measured (its scan); None: the snapshot's taken_at
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PodUsage:
     """A pod this node runs, with the containers that have a live run."""
 

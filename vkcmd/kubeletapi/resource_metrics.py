@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
-from vkcmd.kubeletapi.summary import NANO, Stats
+from vkcmd.kubeletapi.summary import NANO, PodStats, Stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SCRAPE_ERROR_HELP = "1 if there was an error while getting container metrics, 0 otherwise"
@@ -66,22 +66,39 @@ def _series(name: str, kind: str, help_text: str, samples: list[str]) -> Iterato
             yield f"{name}{sample}"
 
 
+def _pod_samples(pod: PodStats) -> tuple[list[str], list[str], list[str], str | None, str | None]:
+    """The pod's samples of each family (container CPU, memory, start time; pod CPU, memory), made once
+    per ``PodStats`` (one is reused while its scan is the latest)."""
+    if pod.lines is not None:
+        return pod.lines
+    cpu, memory, start = [], [], []
+    for c in pod.containers:
+        labels = _container_labels(c.name, pod.name, pod.namespace)
+        cpu.append(f"{labels} {_number(c.usage.usage_core_nano_seconds / NANO)} {_ms(c.usage.time)}")
+        memory.append(f"{labels} {_number(c.usage.working_set_bytes)} {_ms(c.usage.time)}")
+        if c.start_time > 0:
+            start.append(f"{labels} {_number(c.start_time)}")
+    pod_cpu = pod_memory = None
+    if pod.containers:
+        labels = _pod_labels(pod.name, pod.namespace)
+        pod_cpu = f"{labels} {_number(pod.usage.usage_core_nano_seconds / NANO)} {_ms(pod.usage.time)}"
+        pod_memory = f"{labels} {_number(pod.usage.working_set_bytes)} {_ms(pod.usage.time)}"
+    pod.lines = (cpu, memory, start, pod_cpu, pod_memory)
+    return pod.lines
+
+
 def _lines(stats: Stats) -> Iterator[str]:
-    containers = [(pod, c, _container_labels(c.name, pod.name, pod.namespace))
-                  for pod in stats.pods for c in pod.containers]
-    pods = [(pod, _pod_labels(pod.name, pod.namespace)) for pod in stats.pods if pod.containers]
+    samples = [_pod_samples(pod) for pod in stats.pods]
     node = stats.node.usage
     yield from _series("container_cpu_usage_seconds_total", "counter",
                        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
-                       [f"{labels} {_number(c.usage.usage_core_nano_seconds / NANO)} {_ms(c.usage.time)}"
-                        for _, c, labels in containers])
+                       [line for s in samples for line in s[0]])
     yield from _series("container_memory_working_set_bytes", "gauge",
                        "[STABLE] Current working set of the container in bytes",
-                       [f"{labels} {_number(c.usage.working_set_bytes)} {_ms(c.usage.time)}"
-                        for _, c, labels in containers])
+                       [line for s in samples for line in s[1]])
     yield from _series("container_start_time_seconds", "gauge",
                        "[STABLE] Start time of the container since unix epoch in seconds",
-                       [f"{labels} {_number(c.start_time)}" for _, c, labels in containers if c.start_time > 0])
+                       [line for s in samples for line in s[2]])
     yield from _series("node_cpu_usage_seconds_total", "counter",
                        "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
                        [f" {_number(node.usage_core_nano_seconds / NANO)} {_ms(node.time)}"])
@@ -89,11 +106,9 @@ def _lines(stats: Stats) -> Iterator[str]:
                        [f" {_number(node.working_set_bytes)} {_ms(node.time)}"])
     yield from _series("pod_cpu_usage_seconds_total", "counter",
                        "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
-                       [f"{labels} {_number(pod.usage.usage_core_nano_seconds / NANO)} {_ms(pod.usage.time)}"
-                        for pod, labels in pods])
+                       [s[3] for s in samples if s[3] is not None])
     yield from _series("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes",
-                       [f"{labels} {_number(pod.usage.working_set_bytes)} {_ms(pod.usage.time)}"
-                        for pod, labels in pods])
+                       [s[4] for s in samples if s[4] is not None])
     yield from _scrape_errors(0)
 
 

@@ -58,6 +58,8 @@ class PodStats:
     containers: tuple[ContainerStats, ...]
     usage: Usage
     process_count: int
+    text: str | None = None             # its JSON, once encoded (a PodStats is reused while unchanged)
+    lines: tuple | None = None          # its Prometheus samples, once rendered (resource_metrics)
 
 
 @dataclass(slots=True)
@@ -141,18 +143,35 @@ def _sum(usages: list[Usage], at: float) -> Usage:
                  sum(u.usage_bytes for u in usages))
 
 
-def compute(node_name: str, snapshot: UsageSnapshot, rates: CpuRates) -> Stats:
-    """Stats for one snapshot; updates ``rates`` (and forgets runs no longer present)."""
+def compute(node_name: str, snapshot: UsageSnapshot, rates: CpuRates,
+            memo: dict[int, tuple[Any, PodStats]] | None = None) -> Stats:
+    """Stats for one snapshot; updates ``rates`` (and forgets runs no longer present). With ``memo``
+    (kept by the caller between calls), a ``PodUsage`` seen before - the same object, which the
+    backend hands out again while the background scan it comes from is the latest - gets the
+    ``PodStats`` it got then: its samples carry their scan's time, so the rates are the same."""
     at = snapshot.taken_at
     pods: list[PodStats] = []
     runs: list[str] = []
+    seen: dict[int, tuple[Any, PodStats]] = {}
     for pod in snapshot.pods:
-        containers = tuple(_container_stats(c, at, rates) for c in pod.containers)
         runs.extend(c.run_id for c in pod.containers)
+        if memo is not None:
+            hit = memo.get(id(pod))
+            if hit is not None and hit[0] is pod:
+                pods.append(hit[1])
+                seen[id(pod)] = hit
+                continue
+        containers = tuple(_container_stats(c, at, rates) for c in pod.containers)
         process_count = sum(c.process_count for c in pod.containers)
         measured = max((c.usage.time for c in containers), default=at)
-        pods.append(PodStats(pod.namespace, pod.name, pod.uid, pod.start_time, containers,
-                             _sum([c.usage for c in containers], measured), process_count))
+        stats = PodStats(pod.namespace, pod.name, pod.uid, pod.start_time, containers,
+                         _sum([c.usage for c in containers], measured), process_count)
+        pods.append(stats)
+        if memo is not None and containers and all(c.timestamp is not None for c in pod.containers):
+            seen[id(pod)] = (pod, stats)
+    if memo is not None:
+        memo.clear()
+        memo.update(seen)
     node = snapshot.node
     cumulative, nano_cores = rates.observe(NODE_KEY, node.start_time, at, int(node.cpu_seconds * NANO))
     node_usage = Usage(at, nano_cores, cumulative, node.memory_working_set_bytes, node.memory_rss_bytes,
@@ -219,12 +238,15 @@ def _memory_text(usage: Usage) -> str:
 
 
 def _pod_text(pod: PodStats) -> str:
+    if pod.text is not None:
+        return pod.text
     containers = ",".join(f'{{"name":{_string(c.name)},"startTime":"{rfc3339(c.start_time)}",'
                           f'"cpu":{_cpu_text(c.usage)},"memory":{_memory_text(c.usage)}}}' for c in pod.containers)
-    return (f'{{"podRef":{{"name":{_string(pod.name)},"namespace":{_string(pod.namespace)},'
-            f'"uid":{_string(pod.uid)}}},"startTime":"{rfc3339(pod.start_time)}","containers":[{containers}],'
-            f'"cpu":{_cpu_text(pod.usage)},"memory":{_memory_text(pod.usage)},'
-            f'"process_stats":{{"process_count":{pod.process_count}}}}}')
+    pod.text = (f'{{"podRef":{{"name":{_string(pod.name)},"namespace":{_string(pod.namespace)},'
+                f'"uid":{_string(pod.uid)}}},"startTime":"{rfc3339(pod.start_time)}","containers":[{containers}],'
+                f'"cpu":{_cpu_text(pod.usage)},"memory":{_memory_text(pod.usage)},'
+                f'"process_stats":{{"process_count":{pod.process_count}}}}}')
+    return pod.text
 
 
 def encode(stats: Stats) -> bytes:
@@ -251,6 +273,7 @@ class StatsSource:
         self._ttl = ttl
         self._clock = clock
         self._rates = CpuRates()
+        self._memo: dict[int, tuple[Any, PodStats]] = {}
         self._lock = threading.Lock()
         self._stats: Stats | None = None
         self._measured_at = 0.0
@@ -261,7 +284,7 @@ class StatsSource:
         with self._lock:
             now = self._clock()
             if self._stats is None or now - self._measured_at >= self._ttl:
-                self._stats = compute(self._node_name, self._usage(), self._rates)
+                self._stats = compute(self._node_name, self._usage(), self._rates, self._memo)
                 self._measured_at = self._clock()
                 self._rendered = {}
             return self._stats

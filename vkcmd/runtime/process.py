@@ -100,6 +100,7 @@ class Runtime:
             self._table.cond.notify_all()
         self._reaper.stop(timeout)
         self._thread.join(timeout)
+        self._scanner.close()
         self._tracker.forget_all()
         self._thread = None
 
@@ -132,6 +133,7 @@ class Runtime:
                 raise LaunchError(f"{spec.key}: already running (run {previous.run_id})")
             table.by_key[spec.key] = run
             table.by_id[run_id] = run
+            table.changed()
         try:
             pid = self._spawner.spawn(spec, run_id, str(self._store.exit_path(run_id)))
         except Exception:
@@ -159,6 +161,7 @@ class Runtime:
             run.info, run.pid, run.child = info, pid, True
             run.starting, run.leader_alive = False, True
             table.by_pid[pid] = run
+            table.changed()
             if previous is not None:
                 previous.current = False
             if run.term_pending or run.kill_deadline is not None:
@@ -282,6 +285,7 @@ class Runtime:
         with table.lock:
             run.leader_alive = False
             run.term_pending, run.kill_deadline = False, None     # nothing left to time
+            table.changed()
             if cpu:
                 run.cpu.add_final(cpu)
             if run.done_cbs or not run.current:

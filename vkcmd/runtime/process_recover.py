@@ -93,6 +93,7 @@ class Recoverer:
             for run_id in self.scanner.tracker.markers(prefix) - self.table.by_id.keys():
                 record = RunRecord("", run_id, "", 0.0)
                 self.table.by_id[run_id] = Run("", run_id, record, starting=False, current=False, silent=True)
+                self.table.changed()
                 log.warning("killing a run that was never recorded", extra=fields(run=run_id))
 
     def _adopt(self, record: RunRecord, current: bool = True) -> Run:
@@ -111,6 +112,7 @@ class Recoverer:
             if current:
                 table.by_key[run.key] = run
             table.by_id[run.run_id] = run
+            table.changed()
             if pidfd is not None:
                 run.leader_alive = True
                 table.by_pid[run.pid] = run

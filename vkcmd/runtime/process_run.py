@@ -20,7 +20,7 @@ from vkcmd.runtime.state import RunRecord
 from vkcmd.runtime.usage import CpuAccount
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Run:
     """One run as the Runtime tracks it: fields change under the table's lock only."""
     key: str
@@ -66,14 +66,22 @@ class RunTable:
         self.orphan_done: list[tuple[str, Callable[[str], None]]] = []
         self.sweep = False
         self.stopping = False
+        self.version = 0        # bumped by every change of the runs or of the fields the scanner's pass reads
+
+    def changed(self) -> None:
+        """(lock held) A run was added or dropped, or a field the scanner's pass reads changed
+        (starting, leader_alive, pid, term_pending, kill_deadline, done_cbs, named_pgid)."""
+        self.version += 1
 
     def wake(self) -> None:
         """(lock held) Have the scanner look at the runs now."""
+        self.version += 1
         self.sweep = True
         self.cond.notify_all()
 
     def set_deadline(self, run: Run, at: float, term: bool) -> None:
         """(lock held) Kill ``run`` at ``at`` unless it is already due earlier; SIGTERM first."""
+        self.version += 1
         if term and not run.termed:
             run.term_pending = True
         if run.kill_deadline is None or at < run.kill_deadline:
@@ -102,6 +110,7 @@ class RunTable:
     def forget_failed(self, run: Run, previous: Run | None) -> None:
         """A launch that did not start: the key gets its previous run back."""
         with self.lock:
+            self.version += 1
             self.by_id.pop(run.run_id, None)
             if self.by_key.get(run.key) is run:
                 if previous is not None:

@@ -20,6 +20,7 @@ from collections.abc import Collection
 
 from vkcmd.logfmt import fields
 from vkcmd.runtime import reaper as rp
+from vkcmd.runtime.pgidfiles import PgidFiles
 from vkcmd.runtime.process_run import Run, RunTable
 from vkcmd.runtime.state import StateStore
 from vkcmd.runtime.tracker import Snapshot, Tracker
@@ -27,6 +28,10 @@ from vkcmd.runtime.usage import Usage, memory_of
 
 log = logging.getLogger(__name__)
 
+#: The share of a core the background usage scans may take at most (they are spaced out beyond it) ...
+_USAGE_BUDGET = 0.01
+#: ... up to this interval (seconds) between them.
+_USAGE_INTERVAL_MAX = 10.0
 #: Rounds of SIGSTOP + re-scan before the SIGKILL, at most (each round stops what the last one found).
 _MAX_STOP_ROUNDS = 20
 #: While someone waits for a run to be gone, re-scan this often (seconds) instead of each interval.
@@ -39,7 +44,10 @@ class Scanner:
     """The scanner thread (``run``) and scans on demand (``scan``) over one ``RunTable``.
 
     ``interval``: seconds between periodic scans; ``usage_interval``: how often a periodic scan
-    measures every run while usage was asked in the last ``usage_linger`` seconds.
+    measures every run while usage was asked in the last ``usage_linger`` seconds - at least; less
+    often when reading every member costs more than ``_USAGE_BUDGET`` of a core at that pace
+    (thousands of runs), up to every ``_USAGE_INTERVAL_MAX`` seconds (as the kubelet's cAdvisor
+    housekeeping).
     """
 
     def __init__(self, table: RunTable, tracker: Tracker, store: StateStore, *, interval: float,
@@ -49,13 +57,17 @@ class Scanner:
         self.store = store
         self.interval = interval
         self._next_scan = 0.0
-        self._usage_interval = usage_interval
+        self._usage_base = self._usage_interval = usage_interval
         self._usage_linger = usage_linger
-        # older than this, usage() scans itself (the scanner is late, or was not asked to measure)
-        self._usage_stale = max(2 * usage_interval, usage_interval + 2 * interval)
+        self._usage_stale = 0.0
+        self._pace(0.0)
         self._usage: dict[str, tuple[str, Usage]] = {}   # key -> (run id, usage) of the last full scan
         self._usage_at = float("-inf")                   # time.monotonic() of that scan
         self._usage_wanted_until = float("-inf")         # measure in the background until then
+        self._pgid_files = PgidFiles()
+        self._pgid_named: dict[str, int] = {}            # run id -> the group its pgid file names now
+        self._following: set[str] = set()                # runs with a named_pgid set
+        self._pass: tuple | None = None                  # (table version, what _pass_over gave then)
 
     def run(self) -> None:
         """The thread's loop, until ``table.stopping``."""
@@ -81,6 +93,13 @@ class Scanner:
                 log.exception("runtime scan failed")
 
     # -- usage ---------------------------------------------------------------------------------
+
+    def _pace(self, cost: float) -> None:
+        """(lock held, or before the thread starts) The background measuring interval after a full
+        scan whose reading of the members cost ``cost`` CPU seconds, and the age beyond which usage() scans itself (the
+        scanner is late, or was not asked to measure)."""
+        self._usage_interval = max(self._usage_base, min(_USAGE_INTERVAL_MAX, cost / _USAGE_BUDGET))
+        self._usage_stale = max(2 * self._usage_interval, self._usage_interval + 2 * self.interval)
 
     def wanted_usage(self) -> dict[str, Usage] | None:
         """Keep measuring for the next ``usage_linger`` seconds; the latest snapshot's usage of the
@@ -126,10 +145,11 @@ class Scanner:
 
     # -- scans ---------------------------------------------------------------------------------
 
-    def scan(self, *, full: bool = False, stat_runs: Collection[str] = (),
-             mem_runs: Collection[str] = ()) -> Snapshot:
-        """A tracker scan with the current runs, folded into the CPU accounts."""
-        live, known, groups = self.table.live_sessions()
+    def scan(self, *, full: bool = False, stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
+             sessions: tuple[dict[int, str], set[str], dict[int, str]] | None = None) -> Snapshot:
+        """A tracker scan with the current runs (``sessions``: what ``RunTable.live_sessions`` gives,
+        when the caller has it already), folded into the CPU accounts."""
+        live, known, groups = sessions or self.table.live_sessions()
         snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full, groups=groups)
         with self.table.lock:
             ids = set(snap.vanished) | (set(snap.members) if full else set())
@@ -143,19 +163,21 @@ class Scanner:
         table = self.table
         now = time.monotonic()
         with table.lock:
-            runs = [r for r in table.by_id.values() if not r.starting]
-            to_term = [r for r in runs if r.term_pending and r.leader_alive]
-            mem_runs = {r.run_id for r in runs if periodic and r.memory_limit and r.leader_alive
-                        and r.kill_deadline is None}
-            # runs being ended or waited for: read their members, so that zombies count as gone
-            ending = {r.run_id for r in runs if r.term_pending or r.kill_deadline is not None
-                      or r.done_cbs or not r.leader_alive}
+            if self._pass is None or self._pass[0] != table.version:
+                self._pass = (table.version, *_pass_over(table))
+            _, to_term, limited, ending, live_dirs, sessions, groups, known = self._pass
+            mem_runs = limited if periodic else set()
             measure = periodic and self._usage_due(now)
         if periodic:
-            self._read_pgid_files(runs)
-        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure)
+            self._read_pgid_files(live_dirs)
+            with table.lock:                 # what the pgid files name now
+                groups = {r.named_pgid: r.run_id for r in map(table.by_id.get, self._following)
+                          if r is not None and r.leader_alive and r.named_pgid is not None}
+        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure, sessions=(sessions, known, groups))
         if measure:
             self.measure(snap)
+            with table.lock:
+                self._pace(self.tracker.full_read_cost)
         # A SIGTERM is held back until the run's command exists: sent while the monitor is still
         # starting it, it reaches only the monitor, or the monitor's fork in the instant after the
         # fork and before its traps are reset, and is lost there.
@@ -166,6 +188,9 @@ class Scanner:
                 table.sweep = True  # look again at once (the loop re-scans only the runs being ended)
             for r in to_term:
                 r.term_pending, r.termed = False, True
+            if to_term:
+                table.changed()
+            over = set()
             for run_id in mem_runs:
                 r = table.by_id.get(run_id)
                 members = snap.members.get(run_id, ())
@@ -173,39 +198,66 @@ class Scanner:
                 if r is not None and r.leader_alive and used > r.memory_limit:
                     r.kill_reason = rp.OOM_KILLED
                     r.kill_deadline = now
+                    over.add(run_id)
+                    table.changed()
                     log.info("memory limit exceeded", extra=fields(key=r.key, run=r.run_id, used=used,
                                                                    limit=r.memory_limit))
-            to_kill = [r for r in table.by_id.values() if not r.starting and (
+            # only runs being ended (or just over their limit) can be due: every other has no deadline
+            candidates = [r for r in map(table.by_id.get, ending | over) if r is not None]
+            to_kill = [r for r in candidates if not r.starting and (
                 (r.kill_deadline is not None and r.kill_deadline <= now and r.leader_alive)
                 or (not r.leader_alive and snap.members.get(r.run_id)))]
             for r in to_kill:
                 r.kill_deadline = None
                 r.sweeps += 1
+            if to_kill:
+                table.changed()
         for r in to_term:
             self._signal_run(r, snap, signal.SIGTERM)
         if held:
             time.sleep(_TERM_HOLD_RECHECK)
         if to_kill:
             snap = self._stop_and_kill(to_kill, snap)
-        self._finish(snap)
+        self._finish(snap, ending)
 
-    def _read_pgid_files(self, runs: list[Run]) -> None:
+    def _read_pgid_files(self, live: dict[str, str]) -> None:
         """A run's pgid file may have been rewritten to name another process group (JIRIAF scripts
         do, for a workload started elsewhere): that group is then followed as the run's (its
         processes of vkcmd's user; see ``Tracker.scan``). Never pgid 0 or 1, vkcmd's own group, or
-        another run's group."""
-        live = [r for r in runs if r.leader_alive and r.record.container_dir]
-        named = {r.run_id: named_pgid(r.record.container_dir) for r in live}
+        another run's group. ``live``: run id -> container dir of the runs whose leader lives. A file
+        is read again only when ``PgidFiles`` saw it change (or cannot watch it); what it named is
+        checked again at every periodic scan."""
+        by_id = self.table.by_id
+        for run_id in self._pgid_files.changed(live):
+            pgid = named_pgid(live[run_id])
+            r = by_id.get(run_id)
+            if pgid is None or r is None or pgid == r.pid:       # its own group (as written at launch)
+                self._pgid_named.pop(run_id, None)
+            else:
+                self._pgid_named[run_id] = pgid
+        for run_id in self._pgid_named.keys() - live.keys():
+            del self._pgid_named[run_id]
         with self.table.lock:
             leaders = self.table.by_pid
-            for r in live:
-                pgid = named[r.run_id]
+            for run_id in self._pgid_named.keys() | self._following:
+                r = by_id.get(run_id)
+                if r is None:
+                    continue
+                pgid = self._pgid_named.get(run_id)
                 if pgid is not None and (pgid == r.pid or pgid in leaders or pgid in (1, os.getpgrp())):
                     pgid = None
-                if pgid != r.named_pgid and pgid is not None:
-                    log.info("following the process group its pgid file names",
-                             extra=fields(key=r.key, run=r.run_id, pgid=pgid))
+                if pgid != r.named_pgid:
+                    self.table.changed()
+                    if pgid is not None:
+                        log.info("following the process group its pgid file names",
+                                 extra=fields(key=r.key, run=r.run_id, pgid=pgid))
                 r.named_pgid = pgid
+            self._following = {run_id for run_id in self._pgid_named if run_id in by_id
+                               and by_id[run_id].named_pgid is not None}
+
+    def close(self) -> None:
+        """Release the pgid files' watches (after the thread ended)."""
+        self._pgid_files.close()
 
     def _signal_run(self, run: Run, snap: Snapshot, sig: int) -> None:
         """``sig`` once to every process of ``run``: the group at once, then the rest one by one."""
@@ -245,8 +297,9 @@ class Scanner:
                                                 processes=sum(1 for v in stopped.values() if v == r.run_id)))
         return snap
 
-    def _finish(self, snap: Snapshot) -> None:
-        """Done callbacks of runs that are gone; drop runs nobody needs any more."""
+    def _finish(self, snap: Snapshot, ending: set[str]) -> None:
+        """Done callbacks of runs that are gone; drop runs nobody needs any more. Only runs of
+        ``ending`` (every run whose leader was gone at the start of the cycle) can be."""
         table = self.table
         calls = []
         now = time.monotonic()
@@ -254,7 +307,7 @@ class Scanner:
             calls.extend(table.orphan_done)
             table.orphan_done.clear()
             waiting = False
-            for run in list(table.by_id.values()):
+            for run in [r for r in map(table.by_id.get, ending) if r is not None]:
                 if run.starting or run.leader_alive or run.run_id not in snap.known:
                     continue
                 gone = not snap.members.get(run.run_id)
@@ -265,6 +318,7 @@ class Scanner:
                     continue
                 calls.extend((run.key, cb) for cb in run.done_cbs)
                 run.done_cbs.clear()
+                table.changed()
                 if not run.current:
                     del table.by_id[run.run_id]
                     self.store.remove(run.run_id)
@@ -275,6 +329,37 @@ class Scanner:
                 cb(key)
             except Exception:
                 log.exception("on_done failed for %s", key)
+
+
+def _pass_over(table: RunTable) -> tuple[list[Run], set[str], set[str], dict[str, str], dict[int, str],
+                                         dict[int, str], set[str]]:
+    """(lock held) One pass over the runs (thousands) for all a cycle needs of them: runs with a
+    SIGTERM to send, memory-limited live runs without a kill pending, runs being ended or waited for
+    (their members are read, so that zombies count as gone), live run id -> container dir, live
+    session -> run id, named group -> run id, every run id. Done again only when ``table.version``
+    moved: an idle tick touches no run."""
+    to_term: list[Run] = []
+    limited: set[str] = set()
+    ending: set[str] = set()
+    live_dirs: dict[str, str] = {}
+    sessions: dict[int, str] = {}
+    groups: dict[int, str] = {}
+    for r in table.by_id.values():
+        if r.starting:
+            continue
+        if r.leader_alive:
+            sessions[r.pid] = r.run_id
+            if r.named_pgid is not None:
+                groups[r.named_pgid] = r.run_id
+            if r.record.container_dir:
+                live_dirs[r.run_id] = r.record.container_dir
+            if r.term_pending:
+                to_term.append(r)
+            if r.memory_limit and r.kill_deadline is None:
+                limited.add(r.run_id)
+        if r.term_pending or r.kill_deadline is not None or r.done_cbs or not r.leader_alive:
+            ending.add(r.run_id)
+    return to_term, limited, ending, live_dirs, sessions, groups, set(table.by_id)
 
 
 def named_pgid(container_dir: str) -> int | None:

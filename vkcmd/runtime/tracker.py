@@ -12,7 +12,9 @@ verdict about a leader once it is registered). A zombie is no member (it is gone
 its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is read at most once
 per process, and only when nothing else attributed it.
 
-Cost: a scan lists /proc and reads the stat file of new pids only. Members' statistics are read
+Cost: a scan lists /proc (only when /proc/loadavg says a task was created or reaped since the last
+listing) and reads the stat file of new pids only; members are kept by run, and a scan visits only
+those it reads (the orphans are found again only when membership or parentage changed). Members' statistics are read
 only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
 not a member: nobody in the run will reap it and fold its CPU time into their own), whose stat is
 read at every scan so that their CPU is not lost when they end. A member's stat and statm are read
@@ -75,6 +77,12 @@ class Tracker:
         self.proc = proc
         self._lock = threading.Lock()
         self._members: dict[int, Proc] = {}
+        self._by_run: dict[str, dict[int, Proc]] = {}   # the same members, by run
+        self._orphans: set[int] = set()              # members whose parent is no member (see _read)
+        self._orphans_of: tuple[int, frozenset[int]] | None = None   # (membership version, live sessions)
+        self._version = 0                            # bumped by every change of membership or parentage
+        self._members_of: tuple[int, dict[str, list[Proc]]] | None = None   # (version, snapshots' members)
+        self._listing: tuple[bytes, set[int]] | None = None   # (loadavg's pid fields, pids) of the last listing
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
         self._claimed: collections.deque[int] = collections.deque()   # see claim()
@@ -87,6 +95,7 @@ class Tracker:
         self._self = os.getpid()
         self.scans = 0                               # scans of /proc, of any kind
         self.full_scans = 0                          # scans that read every member (``full``)
+        self.full_read_cost = 0.0                    # thread CPU seconds the last full scan spent reading members
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
              stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
@@ -107,13 +116,11 @@ class Tracker:
             if full:
                 self.full_scans += 1
             snap = Snapshot(time.monotonic(), time.time(), known=known)
-            try:
-                names = os.listdir(self.proc)
-            except OSError:
+            current = self._list()
+            if current is None:
                 return snap
-            current = {int(n) for n in names if n[0] in "123456789"}
             for pid in self._members.keys() - current:
-                self._vanish(self._members.pop(pid), snap)
+                self._vanish(self._pop(pid), snap)
             for pid in self._foreign.keys() - current:
                 del self._foreign[pid]
                 self._marked.pop(pid, None)
@@ -128,8 +135,48 @@ class Tracker:
             self._groups = dict(groups)
             if self._marked:
                 self._promote(known)
+            cost = time.thread_time()
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
+            if full:
+                self.full_read_cost = time.thread_time() - cost
             return snap
+
+    def _list(self) -> set[int] | None:
+        """The pids in /proc (None when it cannot be listed). Listed again only when a task was
+        created or reaped since the last listing: /proc/loadavg's last pid and task count unchanged
+        mean the same pids (a zombie stays listed until reaped)."""
+        try:
+            with open(f"{self.proc}/loadavg", "rb") as handle:
+                token = handle.read().split()[3:5]
+        except OSError:
+            token = None
+        token = b" ".join(token) if token and len(token) == 2 else None
+        if token is not None and self._listing is not None and self._listing[0] == token:
+            return self._listing[1]
+        try:
+            names = os.listdir(self.proc)
+        except OSError:
+            self._listing = None
+            return None
+        current = set(map(int, filter(str.isdigit, names)))
+        self._listing = (token, current) if token is not None else None
+        return current
+
+    def _add(self, p: Proc) -> None:
+        """(lock held) ``p`` is a member from now on."""
+        self._members[p.pid] = p
+        self._by_run.setdefault(p.run_id, {})[p.pid] = p
+        self._version += 1
+
+    def _pop(self, pid: int) -> Proc:
+        """(lock held) ``pid`` is no member any more."""
+        p = self._members.pop(pid)
+        run = self._by_run[p.run_id]
+        del run[pid]
+        if not run:
+            del self._by_run[p.run_id]
+        self._version += 1
+        return p
 
     def claim(self, pid: int) -> None:
         """``pid`` is a leader vkcmd just spawned: forget any verdict a scan reached about it before
@@ -162,6 +209,9 @@ class Tracker:
             for p in self._members.values():
                 self._close(p)
             self._members.clear()
+            self._by_run.clear()
+            self._orphans.clear()
+            self._orphans_of = self._listing = self._members_of = None
             self._foreign.clear()
             self._marked.clear()
             self._foreign_pgrp.clear()
@@ -207,8 +257,7 @@ class Tracker:
                 if marker:
                     self._marked[st.pid] = marker
             else:
-                self._members[st.pid] = Proc(st.pid, st.start, run, st.ppid, st.pgrp, st.sid,
-                                             st.cpu_ticks, st.rss_pages)
+                self._add(Proc(st.pid, st.start, run, st.ppid, st.pgrp, st.sid, st.cpu_ticks, st.rss_pages))
 
         # by start time: a parent never starts after its child, so most parents come first
         for st in sorted(stats.values(), key=lambda s: s.start):
@@ -231,7 +280,7 @@ class Tracker:
                 continue
             del self._foreign[pid], self._foreign_pgrp[pid]
             self._marked.pop(pid, None)
-            self._members[pid] = Proc(pid, st.start, run, st.ppid, st.pgrp, st.sid, st.cpu_ticks, st.rss_pages)
+            self._add(Proc(pid, st.start, run, st.ppid, st.pgrp, st.sid, st.cpu_ticks, st.rss_pages))
 
     def _promote(self, known: Collection[str]) -> None:
         for pid, marker in list(self._marked.items()):
@@ -242,37 +291,52 @@ class Tracker:
             del self._foreign[pid]
             self._foreign_pgrp.pop(pid, None)
             if st is not None:
-                self._members[pid] = Proc(pid, st.start, marker, st.ppid, st.pgrp, st.sid,
-                                          st.cpu_ticks, st.rss_pages)
+                self._add(Proc(pid, st.start, marker, st.ppid, st.pgrp, st.sid, st.cpu_ticks, st.rss_pages))
 
     def _read(self, snap: Snapshot, known: Collection[str], live_sids: Mapping[int, str],
               stat_runs: set[str], mem_runs: set[str], full: bool) -> None:
-        members = snap.members
-        for pid, p in list(self._members.items()):
-            run = p.run_id
-            if run not in known:                  # its run was dropped: no longer watched
-                self._close(p)
-                del self._members[pid]
+        """Read what was asked (and every orphan's stat), then list every run's members. Only the
+        members read are visited: the orphans are found again only when membership, a member's
+        parent or the live sessions changed."""
+        for run in self._by_run.keys() - known:             # its run was dropped: no longer watched
+            for pid in list(self._by_run[run]):
+                self._close(self._pop(pid))
                 self._foreign[pid] = self._marked[pid] = run
-                continue
-            orphan = p.ppid not in self._members and not (p.pid == p.sid and p.sid in live_sids)
-            if full or run in stat_runs or orphan:
+        sessions = frozenset(live_sids)
+        if self._orphans_of != (self._version, sessions):
+            members = self._members
+            self._orphans = {pid for pid, p in members.items()
+                             if p.ppid not in members and not (pid == p.sid and p.sid in sessions)}
+            self._orphans_of = (self._version, sessions)
+        if full:
+            chosen = list(self._members.values())
+        else:
+            chosen = [p for run in stat_runs | mem_runs for p in self._by_run.get(run, {}).values()]
+            chosen.extend(self._members[pid] for pid in self._orphans
+                          if self._members[pid].run_id not in stat_runs and self._members[pid].run_id not in mem_runs)
+        for p in chosen:
+            run, pid = p.run_id, p.pid
+            if full or run in stat_runs or pid in self._orphans:
                 st = self._stat(p)
                 if st is None or st.start != p.start or st.state == "Z":
-                    self._vanish(self._members.pop(pid), snap)
+                    self._vanish(self._pop(pid), snap)
                     if st is not None and st.start == p.start:
                         self._foreign[pid] = None      # a zombie: gone for us, though still listed
                     continue
+                if st.ppid != p.ppid or st.sid != p.sid:
+                    self._version += 1                 # re-parented (or a new session): orphans change
                 p.ppid, p.pgrp, p.sid = st.ppid, st.pgrp, st.sid
                 p.cpu_ticks = max(p.cpu_ticks, st.cpu_ticks)
                 p.rss_pages = st.rss_pages
             if full or run in mem_runs:
                 mem = self._statm(p)
                 if mem is None:
-                    self._vanish(self._members.pop(pid), snap)
+                    self._vanish(self._pop(pid), snap)
                     continue
                 p.rss_pages, p.anon_pages = mem
-            members.setdefault(run, []).append(p)
+        if self._members_of is None or self._members_of[0] != self._version:   # shared until membership moves
+            self._members_of = (self._version, {run: list(procs.values()) for run, procs in self._by_run.items()})
+        snap.members = self._members_of[1]
 
     def _keep_fd(self, p: Proc, name: str) -> int:
         """An fd kept open on the member's /proc file ``name``; -1 when the budget is spent (or the

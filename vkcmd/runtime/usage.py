@@ -21,9 +21,10 @@ from vkcmd.runtime.tracker import Proc
 CPU_FLOOR_SECONDS = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Usage:
-    """One run's usage at ``timestamp`` (wall time of the scan it comes from)."""
+    """One run's usage at ``timestamp`` (wall time of the scan it comes from). Made per run and full
+    scan (thousands): slotted, not frozen (several times cheaper to make); never change one."""
     cpu_seconds: float                 # cumulative, monotonic, > 0
     memory_rss_bytes: int              # sum of the members' resident sets (shared pages counted in each)
     memory_working_set_bytes: int      # sum of anonymous resident memory (RSS minus file-backed/shared), > 0
