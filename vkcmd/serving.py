@@ -111,7 +111,9 @@ class NodeBackend:
         found = self._provider.container_dir(namespace, pod, container)
         if found is None or not found[1]():
             raise api.NotFound(f'container not found ("{container}")')
-        return _Output(found[0], found[1])
+        key = self._provider.run_key(namespace, pod, container)
+        run = self._runtime.runs().get(key) if key else None
+        return _Output(found[0], found[1], self._runtime.stdins.get(run.run_id) if run else None)
 
     def pod_address(self, namespace: str, pod: str) -> str:
         for found in self._provider.pods():
@@ -130,9 +132,10 @@ class NodeBackend:
 class _Output:
     """A running container's output from now on (``kubectl attach``): each file followed on its own."""
 
-    def __init__(self, directory: str, is_running: Callable[[], bool]) -> None:
+    def __init__(self, directory: str, is_running: Callable[[], bool], stdin: Any = None) -> None:
         self._directory = directory
         self._is_running = is_running
+        self.stdin = stdin  # the run's kept stdin (``runtime.stdins.Stdin``) or None
 
     def follow(self, name: str, stop: threading.Event) -> Iterator[bytes]:
         """New bytes of ``stdout`` or ``stderr`` until the run ends or ``stop`` is set."""

@@ -26,7 +26,9 @@ class WorkQueue:
     def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._clock = clock
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # workers wait here: one add wakes one worker
+        self._timer_cond = threading.Condition(lock)  # the timer thread waits here: woken by an earlier deadline
         self._queue: deque[Hashable] = deque()
         self._dirty: set[Hashable] = set()  # queued or to be re-queued after processing
         self._processing: set[Hashable] = set()
@@ -50,7 +52,7 @@ class WorkQueue:
             self._dirty.add(key)
             if key not in self._processing:
                 self._queue.append(key)
-                self._cond.notify_all()
+                self._cond.notify()
 
     def add_after(self, key: Hashable, delay: float) -> None:
         """Add ``key`` once ``delay`` seconds have passed (at once when <= 0)."""
@@ -74,7 +76,8 @@ class WorkQueue:
                 self._timer_thread = threading.Thread(target=self._run_timers, name=f"{self.name}-timers",
                                                       daemon=True)
                 self._timer_thread.start()
-            self._cond.notify_all()
+            elif self._timers[0] is entry:
+                self._timer_cond.notify()  # the new add is now the first due: the timer thread re-arms
 
     def timers(self) -> int:
         """Delayed adds held (bounded by the number of keys)."""
@@ -102,12 +105,13 @@ class WorkQueue:
             self._processing.discard(key)
             if key in self._dirty:
                 self._queue.append(key)
-                self._cond.notify_all()
+                self._cond.notify()
 
     def shutdown(self) -> None:
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()
+            self._timer_cond.notify_all()
             timer = self._timer_thread
         if timer is not None:
             timer.join(5)
@@ -123,9 +127,9 @@ class WorkQueue:
                         self._dirty.add(key)
                         if key not in self._processing:
                             self._queue.append(key)
-                    self._cond.notify_all()
+                            self._cond.notify()
                 wait = self._timers[0][0] - now if self._timers else None
-                self._cond.wait(wait)
+                self._timer_cond.wait(wait)
 
 
 def run_workers(queue: WorkQueue, process: Callable[[Hashable], None], count: int) -> list[threading.Thread]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from tools.sockpump import pump
+
 
 class Relay:
     """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new ones."""
@@ -57,20 +59,13 @@ class Relay:
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(source)
-            _close(sink)
-            with self._lock:
-                self._sockets.discard(source)
-                self._sockets.discard(sink)
+        pump(source, sink, on_end=lambda: self._forget(source, sink))
+
+    def _forget(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            _close(sock)
+        with self._lock:
+            self._sockets.difference_update(sockets)
 
 
 def _close(sock: socket.socket) -> None:

@@ -191,3 +191,27 @@ def _processes_of(node, namespace, pod):
         except OSError:
             continue
     return found
+
+
+def test_a_short_pod_life_costs_two_status_writes(node, namespace):
+    """Pending (containers being created) is not written when Running follows at once: a short pod
+    writes Running (or straight Succeeded) and Succeeded — the API sees no third write."""
+    from vkcmd.kube.client import path
+
+    pods = path(resource="pods", namespace=namespace)
+    version = node.client.get(pods, limit=1)["metadata"]["resourceVersion"]
+    stream = node.client.watch(pods, resource_version=version, timeout_seconds=60)
+    node.create(pod_manifest("short", ["sh", "-c", "sleep 0.3"]), namespace)
+    statuses = []
+    try:
+        for event in stream:
+            status = event["object"].get("status") or {}
+            if event["type"] == "MODIFIED" and status.get("containerStatuses") and \
+                    (not statuses or statuses[-1] != status):
+                statuses.append(status)
+            if status.get("phase") == "Succeeded":
+                break
+    finally:
+        stream.close()
+    assert [s["phase"] for s in statuses] in (["Running", "Succeeded"], ["Succeeded"]), \
+        [(s["phase"], s["containerStatuses"][0]["state"]) for s in statuses]

@@ -81,9 +81,13 @@ def test_a_session_replies_refuses_answers_pings_and_delivers_data():
     assert (reply.kind, reply.stream_id) == (spdy.SYN_REPLY, 1)
     assert (refused.kind, refused.stream_id, refused.status) == (spdy.RST_STREAM, 3, spdy.RST_REFUSED_STREAM)
     assert (pong.kind, pong.ping_id) == (spdy.PING, 41)
-    session.send_data(1, b"x" * 200_000, fin=True)  # split into frames of at most 64 KiB, FIN on the last
-    parts = [spdy.read_frame(reader, codec_in) for _ in range(4)]
-    assert b"".join(p.data for p in parts) == b"x" * 200_000 and [p.fin for p in parts] == [False] * 3 + [True]
+    size = 3 * spdy.DATA_CHUNK + 1000
+    sender = threading.Thread(target=session.send_data, args=(1, b"x" * size, True))  # more than a socket
+    sender.start()                                                                   # buffer holds
+    parts = [spdy.read_frame(reader, codec_in) for _ in range(4)]  # frames of at most DATA_CHUNK, FIN last
+    sender.join(5)
+    assert b"".join(p.data for p in parts) == b"x" * size and [p.fin for p in parts] == [False] * 3 + [True]
+    assert max(len(p.data) for p in parts) == spdy.DATA_CHUNK
     client_sock.sendall(spdy.encode_goaway(0))
     thread.join(5)
     assert not thread.is_alive()

@@ -197,3 +197,27 @@ def test_a_vkcmd_node_never_draws_a_field_warning(control_plane, kubectl, namesp
     finally:
         assert node.stop() == 0, node.log()
     assert list(control_plane.api.field_warnings) == []
+
+
+def test_a_json_patch_is_checked_on_its_result(kube_client, namespace):
+    call(kube_client, "POST", pods(namespace), {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jp"},
+                                                "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    ops = [{"op": "add", "path": "/spec/containers/0/imag", "value": "y"}]
+    status, _, body = call(kube_client, "PATCH", f"{pods(namespace)}/jp", ops, query=[("fieldValidation", "Strict")],
+                           ctype="application/json-patch+json")
+    assert status == 422
+    assert body["message"].endswith(': strict decoding error: unknown field "spec.containers[0].imag"')
+    status, warnings, body = call(kube_client, "PATCH", f"{pods(namespace)}/jp", ops,
+                                  ctype="application/json-patch+json")
+    assert status == 200 and warnings == ['unknown field "spec.containers[0].imag"']
+    assert "imag" not in body["spec"]["containers"][0]
+
+
+def test_strategic_directives_are_not_fields(kube_client, namespace):
+    call(kube_client, "POST", pods(namespace), {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "smp"},
+                                                "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    patch = {"spec": {"$setElementOrder/containers": [{"name": "c"}],
+                      "containers": [{"name": "c", "image": "z", "$patch": "merge"}]}}
+    status, warnings, body = call(kube_client, "PATCH", f"{pods(namespace)}/smp", patch,
+                                  query=[("fieldValidation", "Strict")], ctype="application/strategic-merge-patch+json")
+    assert (status, warnings) == (200, []) and body["spec"]["containers"][0]["image"] == "z"

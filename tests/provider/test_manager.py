@@ -265,6 +265,84 @@ def test_a_drain_is_applied_by_the_pod_worker_and_never_rewrites_an_ended_pod(pr
     assert disruption["reason"] == "TerminationByKubelet" and disruption["message"] == "the walltime is over"
 
 
+class CountingManager(PodManager):
+    """The real manager; counts its syncs per pod (to see which pods an input wakes)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.syncs = {}
+
+    def _sync(self, uid):
+        self.syncs[uid] = self.syncs.get(uid, 0) + 1
+        super()._sync(uid)
+
+
+def test_an_object_change_retries_the_pods_waiting_on_objects_and_no_running_pod(tmp_path):
+    """A ConfigMap/Secret/token change wakes only pods whose containers wait on one: O(waiting), not a
+    sync of every running pod on the node per object change (the 5000-pod superlinear path)."""
+    holder = {}
+    runtime = Runtime(tmp_path / "state", on_exit=lambda report: holder["manager"].on_exit(report))
+    resolver = StaticResolver()
+    manager = CountingManager(runtime, Workspace(str(tmp_path / "ws")), resolver, RecordingSink(),
+                              pod_ip="10.0.0.9", home=str(tmp_path),
+                              base_env={"PATH": os.environ["PATH"], "VKCMD_TEST": str(tmp_path)})
+    holder["manager"] = manager
+    runtime.start()
+    manager.start()
+    try:
+        running = [pod(f"run-{i}", ["sleep", "60"]) for i in range(10)]
+        for body in running:
+            manager.upsert(body)
+        for body in running:
+            wait_until(lambda body=body: phase(manager, body["metadata"]["uid"]) == "Running", 10, "Running")
+        waiting = pod("waits", ["true"],
+                      volumes=[{"name": "cfg", "configMap": {"name": "late"}}])
+        waiting["spec"]["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/etc/cfg"}]
+        uid = waiting["metadata"]["uid"]
+        manager.upsert(waiting)
+        wait_until(lambda: (manager.status(uid) or ({}, {}))[1].get("containerStatuses", [{}])[0]
+                   .get("state", {}).get("waiting", {}).get("reason") == "CreateContainerConfigError", 10,
+                   "waiting on the ConfigMap")
+        time.sleep(0.3)
+        before = dict(manager.syncs)
+        resolver.add({"kind": "ConfigMap", "metadata": {"name": "late"}, "data": {"k": "v"}})
+        for _ in range(50):
+            manager.object_changed("ConfigMap", "default", "late")
+        # retried at once (CONFIG_RETRY is 10 s), and it runs to Succeeded
+        wait_until(lambda: phase(manager, uid) == "Succeeded", 5, "the waiting pod retried at once")
+        time.sleep(0.3)
+        assert all(manager.syncs.get(b["metadata"]["uid"]) == before.get(b["metadata"]["uid"]) for b in running), \
+            "an object change synced running pods"
+        synced = manager.syncs[uid]
+        manager.object_changed("Secret", "default", "other")  # the pod has run: it waits on nothing now
+        time.sleep(0.3)
+        assert manager.syncs[uid] == synced
+    finally:
+        manager.stop()
+        for pid in processes_with({"VKCMD_TEST": str(tmp_path)}):
+            os.kill(pid, 9)
+        runtime.stop()
+
+
+def test_a_deleted_pod_is_ended_once_even_when_its_dying_object_changes_again(provider):
+    """After the clean-up and pod_gone, the API still holds the object until the DELETE: its MODIFIED
+    (our own final status write) must not start a second record, a second final status and DELETE."""
+    manager, sink = provider(StaticResolver())
+    body = pod("long", ["sleep", "60"])
+    uid = body["metadata"]["uid"]
+    manager.upsert(body)
+    wait_until(lambda: phase(manager, uid) == "Running", 10, "Running")
+    deleting = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-27T00:00:01Z",
+                                     "deletionGracePeriodSeconds": 30}}
+    manager.upsert(deleting)
+    wait_until(lambda: sink.gone, 10, "pod_gone")
+    changed = len(sink.changed)
+    manager.upsert({**deleting, "status": sink.gone[0][1]})  # MODIFIED: the terminated status written
+    time.sleep(0.5)
+    assert len(sink.gone) == 1 and len(sink.changed) == changed and manager.status(uid) is None
+    manager.remove(deleting)  # DELETED: forgotten; a pod of that uid coming back is new to the node
+    manager.upsert(body)
+    wait_until(lambda: phase(manager, uid) == "Running", 10, "the same uid runs again after DELETED")
 def test_an_object_change_retries_only_pods_still_waiting_to_start(provider, monkeypatch):
     """Issue 16: every token fetch (one per pod start) re-synced every running pod of the namespace
     (a started container keeps ContainerCreating as its last waiting reason): O(pods) per start."""

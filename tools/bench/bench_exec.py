@@ -2,7 +2,8 @@
 
 Prints the exec round trip (p50/p90 over N ``kubectl exec … true``) and the
 port-forward throughput (MB/s of a bulk download through ``kubectl
-port-forward``) beside a direct loopback copy of the same bytes.
+port-forward``, over SPDY and over kubectl's WebSocket tunnel) beside a direct
+loopback copy of the same bytes.
 
     .venv/bin/python -m tools.bench.bench_exec [--execs 50] [--megabytes 200]
 """
@@ -86,21 +87,27 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"kubectl exec failed: {done.stderr.strip()}")
                 times.append(time.perf_counter() - started)
             direct_bytes, direct_s = _drain(pod_port)
-            local = free_port()
-            forward = subprocess.Popen([*base, "port-forward", "pod/bench-exec", f"{local}:{pod_port}"], env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_until(lambda: connects(local), 30, "kubectl port-forward listens")
-                forwarded_bytes, forwarded_s = _drain(local)
-            finally:
-                forward.terminate()
-                forward.wait(10)
+            forwarded = {}
+            for transport, websocket in (("SPDY", "false"), ("WebSocket", "true")):  # kubectl's two paths
+                local = free_port()
+                forward = subprocess.Popen([*base, "port-forward", "pod/bench-exec", f"{local}:{pod_port}"],
+                                           env={**env, "KUBECTL_PORT_FORWARD_WEBSOCKETS": websocket},
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wait_until(lambda: connects(local), 30, "kubectl port-forward listens")
+                    forwarded[transport] = _drain(local)
+                finally:
+                    forward.terminate()
+                    forward.wait(10)
             node.client.delete(pod, {"gracePeriodSeconds": 0})
+        print(f"load average (1 min): {os.getloadavg()[0]:.1f}")
         print(f"exec round trip over {args.execs} kubectl exec … true: p50 {pct(times, 50) * 1000:.0f} ms, "
               f"p90 {pct(times, 90) * 1000:.0f} ms")
-        print(f"port-forward: {forwarded_bytes / forwarded_s / 1e6:.1f} MB/s "
-              f"({forwarded_bytes >> 20} MiB in {forwarded_s:.2f} s); direct loopback: "
-              f"{direct_bytes / direct_s / 1e6:.1f} MB/s ({direct_bytes >> 20} MiB in {direct_s:.2f} s)")
+        for transport, (forwarded_bytes, forwarded_s) in forwarded.items():
+            print(f"port-forward ({transport}): {forwarded_bytes / forwarded_s / 1e6:.1f} MB/s "
+                  f"({forwarded_bytes >> 20} MiB in {forwarded_s:.2f} s)")
+        print(f"direct loopback: {direct_bytes / direct_s / 1e6:.1f} MB/s "
+              f"({direct_bytes >> 20} MiB in {direct_s:.2f} s)")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

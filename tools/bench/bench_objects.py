@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tools.bench.harness import TOLERATION, ControlPlaneProcess, Report, VkNode  # noqa: E402
+from tools.bench.harness import TOLERATION, ControlPlaneProcess, PodWatch, Report, VkNode  # noqa: E402
 from vkcmd.kube.client import KubeClient, path  # noqa: E402
 from vkcmd.kube.objects import ClusterObjects  # noqa: E402
 from vkcmd.pods.errors import ConfigError  # noqa: E402
@@ -50,12 +50,17 @@ def api_sockets(process: psutil.Process, url: str) -> int:
 def node_run(args: argparse.Namespace, cp: ControlPlaneProcess, admin: KubeClient, workdir: Path,
              report: Report) -> None:
     """A real node running the pods: vkcmd's sockets, threads and RSS, before and with all Running."""
-    with VkNode(cp, workdir, name="vk-objects") as node:
+    env = {}
+    if args.identity == "node":  # as a kubelet joins: system:node:<name>, under the Node authorizer
+        env["KUBECONFIG"] = cp.call("node-kubeconfig", node="vk-objects")["kubeconfig"]
+    with VkNode(cp, workdir, name="vk-objects", **env) as node, PodWatch(admin, NAMESPACE) as watch:
         vk = psutil.Process(node.pid)
         time.sleep(2)
         before = (api_sockets(vk, cp.url), vk.num_threads(), vk.memory_info().rss)
         started = time.monotonic()
+        created = {}
         for i in range(args.pods):
+            created[i] = time.perf_counter()
             admin.create(path(resource="pods", namespace=NAMESPACE), {
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"},
                 "spec": {"nodeName": node.name, "restartPolicy": "Never", "tolerations": [TOLERATION],
@@ -71,13 +76,21 @@ def node_run(args: argparse.Namespace, cp: ControlPlaneProcess, admin: KubeClien
         while running() < args.pods and time.monotonic() - started < 600:
             time.sleep(2)
         elapsed = time.monotonic() - started
+        starts = sorted(watch.when(f"p{i}", "Running") - created[i] for i in range(args.pods)
+                        if watch.when(f"p{i}", "Running") is not None)
         time.sleep(args.ttl + 2)  # one refresh round of the 2N objects
         after = (api_sockets(vk, cp.url), vk.num_threads(), vk.memory_info().rss)
         report.figure(f"{args.pods} pods Running (own ConfigMap + Secret each)", elapsed, 600.0, "s")
         report.info("vkcmd sockets to the API server", f"{before[0]} -> {after[0]}")
-        report.figure("vkcmd sockets to the API server with the pods", after[0], 40, "", "{:.0f}")
+        report.info("identity", args.identity)
+        report.figure("vkcmd sockets to the API server with the pods", after[0], 16, "", "{:.0f}")
         report.info("vkcmd threads", f"{before[1]} -> {after[1]}")
+        report.figure("vkcmd threads with the pods", after[1], 40, "", "{:.0f}")
         report.info("vkcmd RSS", f"{before[2] / 2 ** 20:.0f} -> {after[2] / 2 ** 20:.0f} MiB")
+        report.figure("vkcmd RSS with the pods", after[2] / 2 ** 20, 200, "MiB", "{:.0f}")
+        if starts:
+            report.info("create -> Running seen p50 / p90 (every pod)",
+                        f"{starts[len(starts) // 2]:.2f} / {starts[int(len(starts) * .9)]:.2f} s")
         admin.delete(path(resource="namespaces", name=NAMESPACE))
 
 
@@ -96,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=1000)
     parser.add_argument("--ttl", type=float, default=20.0, help="refresh interval of the in-process cache; with --node, how long to wait after all are Running (vkcmd refreshes every 60 s)")
     parser.add_argument("--node", action="store_true", help="a real vkcmd node runs the pods")
+    parser.add_argument("--identity", choices=("node", "admin"), default="node",
+                        help="with --node: vkcmd as system:node:<name> (SPEC 9, the default) or with the admin kubeconfig")
     args = parser.parse_args(argv)
     report = Report()
     me = psutil.Process()

@@ -19,14 +19,21 @@ Figures (each printed with its target and PASS/MISS, beside a floor measured in 
      waits out the 1 s stats cache).  Floors: /healthz on the same TLS connection; one /proc scan.
   7  status writes (PATCH/PUT pods/status counted inside kubelite): <= 4 per pod life (short pod;
      long pod deleted), and none from steady pods (during figure 5's window).
+  9  (with 8, not by default) start CPU per pod: vkcmd's CPU per pod for the first 500 pods `sleep`
+     Running and for the last 500 up to --pods (2000; VK_PODS raised): the ratio <= 1.2 (flat).
+  8  then those --pods running pods deleted at once (default grace, 8 threads) -> all DELETED seen:
+     <= 6 s for 2000, <= 15 s for 5000.  Floor: the same ending by the API alone (DELETE, status
+     PATCH, DELETE grace 0) on pods bound to a node nobody runs.
 
---py-spy DIR records vkcmd with py-spy during each figure (DIR/fig<N>.txt, raw folded stacks).
+--py-spy DIR records vkcmd and kubelite with py-spy during each figure (DIR/fig<N>.txt and
+DIR/fig<N>-kubelite.txt, raw folded stacks).
 Everything started is stopped at the end and /proc is checked for VKCMD_RUN leftovers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -69,6 +76,14 @@ class Bench:
         self.workdir = workdir
         self.report = Report()
         self.workspaces_left: set[str] = set()
+
+    def spy(self, label: str) -> contextlib.ExitStack:
+        """py-spy recordings of vkcmd and kubelite for one phase of a figure (when asked)."""
+        stack = contextlib.ExitStack()
+        if self.args.py_spy:
+            stack.enter_context(PySpy(self.args.py_spy, self.node.pid, label, self.args.py_spy_gil))
+            stack.enter_context(PySpy(self.args.py_spy, self.cp.pid, f"{label}-kubelite", self.args.py_spy_gil))
+        return stack
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds (user+sys) used so far by vkcmd and by kubelite (their own processes)."""
@@ -372,6 +387,76 @@ class Bench:
         r.ms("  floor: one /proc scan (bench_kubeletapi.scan_proc)", scans)
         self.settle()
 
+    # --- 8 and 9 ----------------------------------------------------------------------------
+    def fig8_9(self) -> None:
+        n, first, threads = self.args.pods, min(500, self.args.pods), 8
+        print(f"[9] start CPU per pod: {first} pods, then up to {n} (`sleep`, Always)", flush=True)
+        names = [f"f8-{i:04d}" for i in range(n)]
+        steps = []  # (pods before, pods after, vkcmd CPU, kubelite CPU, wall)
+        for lo, hi in ((0, first), (first, max(first, n - first)), (max(first, n - first), n)):
+            if hi <= lo:
+                continue
+            batch = names[lo:hi]
+            cpu0, t0 = self.cpu(), time.perf_counter()
+            run_parallel(batch, lambda name: self.create(pod_manifest(name, ["sleep", "3600"], node=self.node.name,
+                                                                      restart="Always")), threads)
+            wall = self.watch.wait_all(batch, "Running", 60 + hi / 20) - t0
+            time.sleep(2)  # trailing status writes and events of the batch
+            cpu1 = self.cpu()
+            steps.append((lo, hi, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], wall))
+        r = self.report
+        for lo, hi, vk, kl, wall in steps:
+            r.info(f"9 pods {lo}->{hi} Running: vkcmd / kubelite CPU per pod",
+                   f"{vk / (hi - lo) * 1000:.2f} / {kl / (hi - lo) * 1000:.2f} ms  ({wall:.1f} s)")
+        if len(steps) > 1:
+            flat = (steps[-1][2] / (steps[-1][1] - steps[-1][0])) / (steps[0][2] / (steps[0][1] - steps[0][0]))
+            r.figure(f"9 start CPU per pod, last batch to {n} / first {first}", flat, 1.2, "x", "{:.2f}")
+
+        print(f"[8] {n} running pods deleted at once (default grace, {threads} threads) until all gone",
+              flush=True)
+        with self.spy("fig8-delete"):
+            cpu0, t0 = self.cpu(), time.perf_counter()
+            delete_pods(self.client, names, grace=None, threads=threads)
+            issued = time.perf_counter() - t0
+            try:
+                last = self.watch.wait_all(names, "DELETED", 60 + n / 20) - t0
+            except TimeoutError as error:
+                last = float("inf")
+                print(f"  {error}", flush=True)
+            cpu1 = self.cpu()
+        counts = self.cp.counts()
+        writes = sum(counts["status"].get(name, 0) for name in names)
+        self.settle()
+        # The floor: what the API alone needs for the same ending (the client's DELETE, the node's final
+        # status PATCH and DELETE grace 0), from as many threads, on pods bound to a node nobody runs.
+        floor = [f"fl8-{i:04d}" for i in range(n)]
+        run_parallel(floor, lambda name: self.create(pod_manifest(name, ["sleep", "3600"], node=NOWHERE,
+                                                                  restart="Always")), threads)
+        self.watch.wait_all(floor, "ADDED", 60 + n / 20)
+        k0, f0 = self.cpu()[1], time.perf_counter()
+
+        def api_end(name: str) -> None:
+            self.client.delete(pod_path(name))
+            self.client.patch(pod_path(name, "status"), {"status": {"phase": "Failed"}}, MERGE_PATCH)
+            self.client.delete(pod_path(name), {"gracePeriodSeconds": 0})
+        run_parallel(floor, api_end, threads)
+        api_all = self.watch.wait_all(floor, "DELETED", 60 + n / 20) - f0
+        api_cpu = self.cpu()[1] - k0
+        r.figure(f"8 {n} running pods deleted at once: all gone", last, 6.0 * n / 2000 if n <= 2000 else 15.0 * n / 5000,
+                 "s", "{:.2f}")
+        r.info("  deletes issued", f"{issued:.2f} s")
+        for mark in ("Deleting", "Failed", "DELETED"):
+            times = sorted(t - t0 for name in names if (t := self.watch.when(name, mark)) is not None)
+            if times:
+                r.info(f"  {mark} seen at 10 / 50 / 90 / 100 %",
+                       " / ".join(f"{times[min(len(times) - 1, int(q * len(times)))]:.1f}" for q in (.1, .5, .9, 1))
+                       + f" s  ({len(times)} pods)")
+        r.info("  CPU used: vkcmd / kubelite (of 2 cores x wall)",
+               f"{cpu1[0] - cpu0[0]:.2f} / {cpu1[1] - cpu0[1]:.2f} s of {2 * last:.2f} s")
+        r.info("  vkcmd CPU per pod deleted", f"{(cpu1[0] - cpu0[0]) / n * 1000:.2f} ms")
+        r.info("  status writes per pod (the terminated statuses)", f"{writes / n:.2f}")
+        r.info(f"  floor: API-only ending x{n} ({threads} threads), kubelite CPU", f"{api_all:.2f} s, {api_cpu:.2f} s")
+
     # --- 7 ---------------------------------------------------------------------------------
     def fig7(self) -> None:
         n = 5 if self.args.quick else 20
@@ -404,15 +489,18 @@ class Bench:
 class PySpy:
     """py-spy recording of vkcmd during one figure (when asked)."""
 
-    def __init__(self, directory: str | None, pid: int, label: str) -> None:
-        self.directory, self.pid, self.label = directory, pid, label
+    def __init__(self, directory: str | None, pid: int, label: str, gil: bool = False) -> None:
+        self.directory, self.pid, self.label, self.gil = directory, pid, label, gil
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> PySpy:
-        if self.directory and shutil.which("py-spy"):
+        spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+        if self.directory and spy:
             out = Path(self.directory) / f"{self.label}.txt"
-            self.process = subprocess.Popen(["py-spy", "record", "--pid", str(self.pid), "--rate", "250",
-                                             "--format", "raw", "--threads", "--nonblocking", "--output", str(out)],
+            self.process = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--rate", "250",
+                                             "--format", "raw", "--threads", "--nonblocking",
+                                             *(["--gil"] if self.gil else []),
+                                             "--output", str(out)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         return self
@@ -430,8 +518,11 @@ class PySpy:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller N and shorter windows")
-    parser.add_argument("--only", default="1,2,3,4,5,7", help="figures to run (6 runs with 5)")
+    parser.add_argument("--only", default="1,2,3,4,5,7", help="figures to run (6 runs with 5, 9 with 8)")
     parser.add_argument("--py-spy", dest="py_spy", default=None, help="record vkcmd with py-spy into this dir")
+    parser.add_argument("--py-spy-gil", dest="py_spy_gil", action="store_true",
+                        help="with --py-spy: sample only the thread holding the GIL (where the CPU goes)")
+    parser.add_argument("--pods", type=int, default=2000, help="pods of figures 8 and 9 (VK_PODS is raised)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     parser.add_argument("--verbosity", type=int, default=2, help="vkcmd --klog.v")
     args = parser.parse_args(argv)
@@ -452,13 +543,14 @@ def main(argv: list[str] | None = None) -> int:
           f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
     bench = None
     try:
-        with ControlPlaneProcess(workdir) as cp, VkNode(cp, workdir, verbosity=args.verbosity) as node, \
+        with ControlPlaneProcess(workdir) as cp, VkNode(cp, workdir, verbosity=args.verbosity,
+                                                             VK_PODS=str(max(1000, args.pods + 100))) as node, \
                 PodWatch(node.client) as watch:
             bench = Bench(args, cp, node, watch, workdir)
             for number, run in ((1, bench.fig1), (2, bench.fig2), (7, bench.fig7), (3, bench.fig3),
-                                (4, bench.fig4), (5, bench.fig5_6)):
+                                (4, bench.fig4), (5, bench.fig5_6), (8, bench.fig8_9)):
                 if number in wanted:
-                    with PySpy(args.py_spy, node.pid, f"fig{number}"):
+                    with bench.spy(f"fig{number}"):
                         run()
             clean_namespace(node.client)
     finally:

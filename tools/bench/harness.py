@@ -205,6 +205,12 @@ def serve(directory: str, scheduler: bool) -> int:
                 key.write_bytes(pair.key_pem)
                 os.chmod(key, 0o600)
                 answer = {"cert": str(cert), "key": str(key)}
+            elif op == "node-kubeconfig":  # the kubelet identity system:node:<name> (Node authorizer)
+                answer = {"kubeconfig": cp.node_kubeconfig(str(Path(directory) / f"{command['node']}.kubeconfig"),
+                                                           command["node"])}
+            elif op == "watchers":  # open watches per collection (the store's fan-out per change)
+                with cp.store._lock:
+                    answer = {key: len(b.watchers) for key, b in cp.store._buckets.items() if b.watchers}
             elif op == "stop":
                 print(json.dumps({"ok": True}), flush=True)
                 break
@@ -330,6 +336,8 @@ class PodWatch:
                 marks.append(phase)
             if (pod.get("spec") or {}).get("nodeName"):
                 marks.append("Scheduled")
+            if pod["metadata"].get("deletionTimestamp"):
+                marks.append("Deleting")
             fresh = []
             with self._cond:
                 self.events += 1
@@ -362,9 +370,10 @@ class PodWatch:
         """The latest first-seen time of ``mark`` over ``names``."""
         names = list(names)
         deadline = time.monotonic() + timeout
+        missing = names
         with self._cond:
             while True:
-                missing = [n for n in names if (n, mark) not in self.seen]
+                missing = [n for n in missing if (n, mark) not in self.seen]  # shrinks: O(n) over the wait
                 if not missing:
                     return max(self.seen[(n, mark)] for n in names)
                 left = deadline - time.monotonic()

@@ -6,8 +6,9 @@ complete schema of the built-in kinds), JSON decoding that remembers
 duplicate keys, and the walk that names unknown and duplicate fields in
 document order and drops the unknown ones (as decoding into a typed object
 does).  `object`-typed fields (free-form, IntOrString) take anything; a kind
-with no model is not checked.  Knows no HTTP: it returns texts, raises
-`ApiError`.
+with no model is not checked.  `check_body` serves create and update,
+`PatchCheck` a patch (the document itself for merge/strategic, the result for
+JSON patch).  Knows no HTTP: it returns texts, raises `ApiError`.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def _walk(value: Any, kind: str, path: str, body: Body, found: list[str], drop: 
         unknown = []
         for key in list(value):
             sub = fields.get(key)
+            if sub is None and key[:1] == "$":  # a strategic merge patch directive ($patch, $setElementOrder/..)
+                continue
             if sub is None:
                 found.append(f'unknown field "{path}.{key}"' if path else f'unknown field "{key}"')
                 unknown.append(key)
@@ -161,25 +164,46 @@ def check_body(kind: str, api_version: str, body: Body, mode: str) -> list[str]:
     return found
 
 
-def check_patched(kind: str, api_version: str, patch: Body, patched: dict, mode: str, *,
-                  strategic: bool = False) -> list[str]:
-    """Patch: duplicates of the patch document, then unknown fields of the patched object.
+class PatchCheck:
+    """fieldValidation of one patch request: `found` (the warning texts), `check` for the patched object."""
 
-    Strict: 422 Invalid as kube-apiserver's patch handler (`patch: Invalid value: <v>: ...`, where
-    <v> is the patched JSON, or for a strategic merge patch the patch printed as a Go map).
-    """
-    found = [e for e in _patch_duplicates(patch) if mode != "Ignore"]
-    found += strict_errors(kind, api_version, Body(patched, {}))
-    if not found or mode == "Ignore":
-        return []
-    if mode == "Strict":
-        text = "strict decoding error: " + ", ".join(found)
-        shown = _go_value(patch.value) if strategic else json.dumps(patched, separators=(",", ":"))
-        message = f'patch: Invalid value: {json.dumps(shown)}: {text}'
-        raise errors.ApiError(422, "Invalid", f' "" is invalid: {message}', {
-            "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {json.dumps(shown)}: {text}",
-                        "field": "patch"}]})
-    return found
+    def __init__(self, kind: str, api_version: str, patch: Body, mode: str, kind_of_patch: str):
+        self.kind, self.api_version, self.mode = kind, api_version, mode
+        self.found: list[str] = []
+        self.check = None  # a hook on the patched object, when one is needed
+        if kind_of_patch == "json":  # operations may add a field anywhere: look at the result
+            self.check = self._check_result
+            return
+        # merge / strategic / apply: the patch has the object's shape, and the stored object has no
+        # unknown field, so the patch's own unknown fields are all there are (a small walk, not the object)
+        found = strict_errors(kind, api_version, patch, drop=False)
+        if found and mode == "Strict":
+            if kind_of_patch == "merge":  # upstream shows the patched JSON: refuse once it exists
+                self.found, self.check = found, self._refuse
+                return
+            raise _patch_invalid(found, _go_value(patch.value))
+        if found:
+            strict_errors(kind, api_version, patch)  # dropped before the patch is applied
+            self.found = found if mode == "Warn" else []
+
+    def _check_result(self, patched: dict) -> dict:
+        found = strict_errors(self.kind, self.api_version, Body(patched, {}), drop=False)
+        if found and self.mode == "Strict":
+            raise _patch_invalid(found, json.dumps(patched, separators=(",", ":")))
+        if found:
+            strict_errors(self.kind, self.api_version, Body(patched, {}))
+        self.found = found if self.mode == "Warn" else []
+        return patched
+
+    def _refuse(self, patched: dict) -> dict:
+        raise _patch_invalid(self.found, json.dumps(patched, separators=(",", ":")))
+
+
+def _patch_invalid(found: list[str], shown: str) -> errors.ApiError:
+    """422 as kube-apiserver's patch handler: `patch: Invalid value: <shown>: strict decoding error: ...`."""
+    body = f"Invalid value: {json.dumps(shown)}: strict decoding error: " + ", ".join(found)
+    return errors.ApiError(422, "Invalid", f' "" is invalid: patch: {body}',
+                           {"causes": [{"reason": "FieldValueInvalid", "message": body, "field": "patch"}]})
 
 
 def _go_value(value: Any) -> str:
@@ -193,27 +217,6 @@ def _go_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _patch_duplicates(patch: Body) -> list[str]:
-    """`duplicate field "a.b"` for every key repeated in a patch document (no schema: a map)."""
-    out: list[str] = []
-
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, dict):
-            dups = patch.duplicates.get(id(value), ())
-            for key, item in value.items():
-                where = f"{path}.{key}" if path else key
-                if key in dups:
-                    out.append(f'duplicate field "{where}"')
-                walk(item, where)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                walk(item, f"{path}[{i}]")
-
-    if patch.duplicates and isinstance(patch.value, dict):  # (a JSON patch's own duplicates: not checked)
-        walk(patch.value, "")
-    return out
 
 
 def warning_header(text: str) -> str:

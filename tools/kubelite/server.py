@@ -563,17 +563,13 @@ class Handler(BaseHTTPRequestHandler):
         patch = parsed.value
         if route.sub == "scale":
             return self._send_obj(200, subresources.patch_scale(api, r, ns, route.name, kind_of_patch, patch))
-        mode = fieldvalidation.directive(query, "patch")
-        found: list[str] = []
-
-        def check(patched: dict) -> dict:  # on each try of the read-modify-write
-            found[:] = fieldvalidation.check_patched(r.kind, r.api_version, parsed, patched, mode,
-                                                    strategic=kind_of_patch in ("strategic", "apply"))
-            return patched
-
+        checked = None
+        if route.sub in (None, "status"):
+            mode = fieldvalidation.directive(query, "patch")
+            checked = fieldvalidation.PatchCheck(r.kind, r.api_version, parsed, mode, kind_of_patch)
         code, result = api.patch(r, ns, route.name, route.sub, kind_of_patch, patch, dry_run=self._dry_run(query),
-                                 user=user, check=check if route.sub in (None, "status") else None)
-        self._field_warnings(found, user)
+                                 user=user, check=checked.check if checked else None)
+        self._field_warnings(checked.found if checked else [], user)
         self._send_entry(r, result, code)
 
     def _do_delete(self, route: Route, query: dict, body: bytes, user) -> None:

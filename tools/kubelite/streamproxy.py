@@ -6,8 +6,8 @@ sent with the apiserver's kubelet-client identity and the caller's Upgrade and
 ``X-Stream-Protocol-Version`` headers; a 101 is relayed and then bytes are
 copied both ways until one side closes (SPDY passes through). A WebSocket
 (``v5.channel.k8s.io``, kubectl's default for exec and attach) is translated to
-SPDY (``wsbridge``); a WebSocket port-forward is refused as an upgrade failure,
-which makes kubectl fall back to SPDY.
+SPDY (``wsbridge``), and so is kubectl's tunnelling WebSocket port-forward
+(``wstunnel``). ``UPGRADES`` counts which transport each request took.
 """
 
 from __future__ import annotations
@@ -15,11 +15,19 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+from collections import Counter
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from tools.sockpump import pump
 
 from . import errors
 from .logproxy import kubelet_address, pick_container
 
+#: (kubelet route, upgrade) -> count: ("portForward", "websocket") is kubectl's WebSocket port-forward.
+UPGRADES: Counter[tuple[str, str]] = Counter()
+#: kube-apiserver's ExtendWebSocketsToKubelet: pass a WebSocket request straight to the kubelet (tests set it).
+PASS_WEBSOCKETS_TO_KUBELET = False
+_WEBSOCKET_HEADERS = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol")
 _PARAMS = {"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty", "command": "command"}
 
 
@@ -46,23 +54,6 @@ def _read_head(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
     return head + b"\r\n\r\n", rest
 
 
-def _copy(source, sink) -> None:
-    try:
-        while True:
-            data = source.recv(65536)
-            if not data:
-                break
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (sink, source):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 def kubelet_path(subresource: str, pod: dict, raw_query: str) -> str:
     """The kubelet's path for ``pods/<subresource>``."""
     if subresource == "portforward":
@@ -73,16 +64,23 @@ def kubelet_path(subresource: str, pod: dict, raw_query: str) -> str:
 def splice(handler, path: str, node: dict, ctx: ssl.SSLContext) -> None:
     """Answer ``handler``'s upgrade request by the kubelet's, then copy both ways until either side ends."""
     upgrade = handler.headers.get("Upgrade") or ""
+    UPGRADES[(path.split("/")[1], upgrade.lower())] += 1  # which transport each kubectl call took
     if upgrade.lower() == "websocket" and path.startswith(("/exec/", "/attach/")):
         from .wsbridge import bridge  # wsproto: a test dependency, like the rest of the local control plane
 
         return bridge(handler, path, node, ctx, urlsplit(handler.path).query)
-    if upgrade.lower() != "spdy/3.1":
+    websocket_through = upgrade.lower() == "websocket" and PASS_WEBSOCKETS_TO_KUBELET
+    if upgrade.lower() == "websocket" and path.startswith("/portForward/") and not websocket_through:
+        from .wstunnel import tunnel
+
+        return tunnel(handler, path, node, ctx)
+    if upgrade.lower() != "spdy/3.1" and not websocket_through:
         raise errors.bad_request(f"unable to upgrade connection: protocol {upgrade or 'none'} is not served here")
     host, port = kubelet_address(node)
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: Upgrade", f"Upgrade: {upgrade}",
-             "Content-Length: 0"]
-    lines += [f"X-Stream-Protocol-Version: {v}" for v in handler.headers.get_all("X-Stream-Protocol-Version") or []]
+    lines = [f"{'GET' if websocket_through else 'POST'} {path} HTTP/1.1", f"Host: {host}:{port}",
+             "Connection: Upgrade", f"Upgrade: {upgrade}", "Content-Length: 0"]
+    for name in ("X-Stream-Protocol-Version",) + (_WEBSOCKET_HEADERS if websocket_through else ()):
+        lines += [f"{name}: {v}" for v in handler.headers.get_all(name) or []]
     try:
         upstream = ctx.wrap_socket(socket.create_connection((host, port), timeout=30), server_hostname=host)
         upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -111,9 +109,9 @@ def splice(handler, path: str, node: dict, ctx: ssl.SSLContext) -> None:
     client.sendall(head)
     if rest:
         client.sendall(rest)
-    back = threading.Thread(target=_copy, args=(upstream, client), name="kubelite-exec-down", daemon=True)
+    back = threading.Thread(target=pump, args=(upstream, client), name="kubelite-exec-down", daemon=True)
     back.start()
-    _copy(_Reader(handler.rfile, client), upstream)
+    pump(_Reader(handler.rfile, client), upstream)
     back.join(10)
     upstream.close()
     handler.close_connection = True

@@ -26,7 +26,7 @@ WS_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 _CHANNELS = {"stdin": 0, "stdout": 1, "stderr": 2, "error": 3, "resize": 4}
 
 
-def _request_bytes(handler) -> bytes:
+def request_bytes(handler) -> bytes:
     lines = [handler.requestline] + [f"{name}: {value}" for name, value in handler.headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -34,7 +34,7 @@ def _request_bytes(handler) -> bytes:
 def bridge(handler, path: str, node: dict, ctx: ssl.SSLContext, raw_query: str) -> None:
     """Accept the caller's WebSocket, dial the kubelet with SPDY, and relay channels until the command ends."""
     ws = WSConnection(ConnectionType.SERVER)
-    ws.receive_data(_request_bytes(handler))
+    ws.receive_data(request_bytes(handler))
     request = next((e for e in ws.events() if isinstance(e, Request)), None)
     if request is None:
         raise errors.bad_request("not a WebSocket upgrade request")
@@ -47,7 +47,7 @@ def bridge(handler, path: str, node: dict, ctx: ssl.SSLContext, raw_query: str) 
     wanted = ["error"] + [name for name in ("stdin", "stdout", "stderr") if flags.get(name) in ("true", "1")]
     if flags.get("tty") in ("true", "1"):
         wanted = [name for name in wanted if name != "stderr"] + ["resize"]
-    upstream, reader = _dial(node, ctx, path)
+    upstream, reader = dial_spdy(node, ctx, path)
     client = handler.connection
     client.settimeout(None)
     lock = threading.Lock()
@@ -64,9 +64,15 @@ def bridge(handler, path: str, node: dict, ctx: ssl.SSLContext, raw_query: str) 
     channel_of = {stream_id: _CHANNELS[name] for name, stream_id in ids.items()}
     down = threading.Thread(target=_downstream, args=(reader, channel_of, ws, to_client, lock), daemon=True,
                             name="kubelite-ws-down")
+    handler.close_connection = True
+    relay(down, lambda: _upstream(handler.rfile, ws, ids, upstream, to_client, lock), upstream)
+
+
+def relay(down: threading.Thread, up, upstream) -> None:
+    """Start ``down`` (kubelet -> caller), run ``up`` (caller -> kubelet) here; then end the kubelet side."""
     down.start()
     try:
-        _upstream(handler.rfile, ws, ids, upstream, to_client, lock)
+        up()
     finally:
         try:
             upstream.shutdown(socket.SHUT_RDWR)
@@ -74,13 +80,13 @@ def bridge(handler, path: str, node: dict, ctx: ssl.SSLContext, raw_query: str) 
             pass
         down.join(10)
         upstream.close()
-        handler.close_connection = True
 
 
-def _dial(node: dict, ctx: ssl.SSLContext, path: str):
+def dial_spdy(node: dict, ctx: ssl.SSLContext, path: str, protocol: str = "v4.channel.k8s.io"):
+    """The kubelet's SPDY upgrade of ``path`` offering ``protocol``: (its socket, a reader past the 101)."""
     host, port = kubelet_address(node)
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: Upgrade", "Upgrade: SPDY/3.1",
-             "X-Stream-Protocol-Version: v4.channel.k8s.io", "Content-Length: 0"]
+             f"X-Stream-Protocol-Version: {protocol}", "Content-Length: 0"]
     try:
         upstream = ctx.wrap_socket(socket.create_connection((host, port), timeout=30), server_hostname=host)
         upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -129,8 +135,8 @@ def _downstream(reader, channel_of: dict[int, int], ws: WSConnection, to_client,
         pass
 
 
-def _upstream(rfile, ws: WSConnection, ids: dict[str, int], upstream, to_client, lock: threading.Lock) -> None:
-    """WebSocket messages -> kubelet streams (stdin, resize; v5's close of stdin -> FIN)."""
+def client_messages(rfile, ws: WSConnection, to_client, lock: threading.Lock):
+    """The caller's complete messages (bytes), answering its pings, until it closes or leaves."""
     pending = b""
     while True:
         try:
@@ -144,23 +150,26 @@ def _upstream(rfile, ws: WSConnection, ids: dict[str, int], upstream, to_client,
             events = list(ws.events())
         for event in events:
             if isinstance(event, (BytesMessage, TextMessage)):
-                payload = event.data if isinstance(event.data, bytes) else event.data.encode()
-                pending += payload
-                if not event.message_finished:
-                    continue
-                message, pending = pending, b""
-                if not message:
-                    continue
-                channel, body = message[0], message[1:]
-                if channel == 255 and body[:1] == b"\x00" and "stdin" in ids:
-                    upstream.sendall(spdy.encode_data(ids["stdin"], b"", fin=True))
-                elif channel == 0 and "stdin" in ids:
-                    upstream.sendall(spdy.encode_data(ids["stdin"], body))
-                elif channel == 4 and "resize" in ids:
-                    upstream.sendall(spdy.encode_data(ids["resize"], body))
+                pending += event.data if isinstance(event.data, bytes) else event.data.encode()
+                if event.message_finished:
+                    message, pending = pending, b""
+                    if message:
+                        yield message
             elif isinstance(event, Ping):
                 with lock:
                     reply = ws.send(event.response())
                 to_client(reply)
             elif isinstance(event, CloseConnection):
                 return
+
+
+def _upstream(rfile, ws: WSConnection, ids: dict[str, int], upstream, to_client, lock: threading.Lock) -> None:
+    """WebSocket messages -> kubelet streams (stdin, resize; v5's close of stdin -> FIN)."""
+    for message in client_messages(rfile, ws, to_client, lock):
+        channel, body = message[0], message[1:]
+        if channel == 255 and body[:1] == b"\x00" and "stdin" in ids:
+            upstream.sendall(spdy.encode_data(ids["stdin"], b"", fin=True))
+        elif channel == 0 and "stdin" in ids:
+            upstream.sendall(spdy.encode_data(ids["stdin"], body))
+        elif channel == 4 and "resize" in ids:
+            upstream.sendall(spdy.encode_data(ids["resize"], body))

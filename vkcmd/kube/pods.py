@@ -24,6 +24,7 @@ from vkcmd.workqueue import WorkQueue, run_workers
 log = logging.getLogger("vkcmd.kube.pods")
 
 STATUS_RETRY_MAX = 30.0  # seconds between attempts at a status write the API keeps refusing
+PENDING_WRITE_DELAY = 0.25  # a new pod's first status, while Pending, waits this long for Running to replace it
 FINAL_STATUS_PATIENCE = 15.0  # how long a drain waits for final statuses once no process is left
 
 
@@ -52,13 +53,13 @@ class PodController:
     """Joins the API and the provider; the provider's ``PodSink``."""
 
     def __init__(self, client: KubeClient, node_name: str, events: EventRecorder, *, writers: int = 2,
-                 on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                 deleters: int = 4, on_status_written: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
                  references: References | None = None) -> None:
         self._client = client
         self._references = references
         self._events = events
         self._provider: Provider | None = None
-        self._writers = writers
+        self._writers, self._deleters = writers, deleters  # a wave of deletions is not written one by one
         self._on_written = on_status_written
         self.informer = Informer(client, path(resource="pods"), name="pods",
                                  field_selector=f"spec.nodeName={node_name}", handler=self._on_pod)
@@ -79,7 +80,7 @@ class PodController:
     def start(self) -> None:
         assert self._provider is not None, "attach a provider first"
         self._threads = run_workers(self._status_queue, self._write_status, self._writers)
-        self._threads += run_workers(self._delete_queue, self._delete_pod, 1)
+        self._threads += run_workers(self._delete_queue, self._delete_pod, self._deleters)
         self.informer.start()
 
     def stop(self) -> None:
@@ -112,7 +113,15 @@ class PodController:
     # --- PodSink ------------------------------------------------------------------------------
 
     def status_changed(self, uid: str) -> None:
-        self._status_queue.add(uid)
+        """Queue the write. A pod's first status while it is still Pending (its containers being
+        created) waits a moment: a Running that follows at once is then one write instead of two."""
+        published = self._provider.status(uid) if self._provider is not None else None
+        with self._written_lock:
+            first = uid not in self._written
+        if first and published is not None and published[1].get("phase") == "Pending":
+            self._status_queue.add_after(uid, PENDING_WRITE_DELAY)
+        else:
+            self._status_queue.add(uid)
 
     def pod_gone(self, pod: dict[str, Any], final_status: dict[str, Any] | None) -> None:
         meta = pod["metadata"]
@@ -149,6 +158,9 @@ class PodController:
     # --- status writes ------------------------------------------------------------------------
 
     def _write_status(self, uid: str) -> None:
+        with self._written_lock:
+            if uid in self._to_delete:
+                return  # its deleter writes the final status first: not twice
         published = self._provider.status(uid)
         if published is not None:
             self._write(uid, *published, queue=self._status_queue)

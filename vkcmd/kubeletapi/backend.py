@@ -188,7 +188,9 @@ class Backend(Protocol):
 
     def attach_output(self, namespace: str, pod: str, container: str) -> Any:
         """A running container's output from now on: ``follow(name, stop)`` yields new bytes of
-        ``stdout`` or ``stderr`` until the run ends or ``stop`` is set; :class:`NotFound` if not running."""
+        ``stdout`` or ``stderr`` until the run ends or ``stop`` is set; :class:`NotFound` if not running.
+        Its ``stdin`` is the container's kept stdin (``write(data, gone)``, ``close()``, ``once``, ``tty``,
+        ``fd``) or None: without ``stdin: true`` an attach's input is dropped, as containerd drops it."""
         ...
 
     def pod_address(self, namespace: str, pod: str) -> str:

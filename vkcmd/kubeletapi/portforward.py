@@ -4,7 +4,8 @@ The client opens two streams per connection it forwards, both with ``port``
 and ``requestID`` headers: ``streamType: error`` and ``streamType: data``. When
 both are open, the pod's port is dialled (pods share the node's network: the
 pod's address on the node) and bytes are copied both ways; a dial failure is
-written to the error stream. Several ports and connections run at once.
+written to the error stream. Several ports and connections run at once. The
+WebSocket forms (the kubelet's channels, kubectl's SPDY tunnel) are ``wsportforward``'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import threading
 from urllib.parse import unquote
 
-from vkcmd.kubeletapi import spdy
+from vkcmd.kubeletapi import spdy, wsportforward, wsstreams
 from vkcmd.kubeletapi.backend import BadRequest, NotFound
 from vkcmd.kubeletapi.streams import negotiate
 from vkcmd.kubeletapi.transport import Handler
@@ -61,11 +62,13 @@ class _Forwards:
                 if fin:
                     self._ended.add(stream_id)
                 return
+        if fin:  # the client is done (kubectl: its local connection closed): the forward ends, as the
+            self._ended.add(stream_id)  # kubelet's does when either direction ends; no more DATA is sent
         try:
             if data:
                 sock.sendall(data)
-            if fin:  # the client is done (kubectl: its local connection closed): the forward ends, as the
-                sock.shutdown(socket.SHUT_RDWR)  # kubelet's does when either direction ends
+            if fin:
+                sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -73,6 +76,7 @@ class _Forwards:
         """The client gave up the stream (its local connection closed): stop copying from the pod too."""
         with self._lock:
             sock = self._sockets.get(stream_id)
+            self._ended.add(stream_id)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -100,9 +104,9 @@ class _Forwards:
             for data in early:
                 sock.sendall(data)
             while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
+                chunk = _gather(sock)
+                if not chunk or pair["data"] in self._ended:  # what the pod sends after the client left is
+                    break                                     # dropped: kubectl no longer reads that stream
                 session.send_data(pair["data"], chunk)
         except OSError:
             pass
@@ -110,8 +114,10 @@ class _Forwards:
             with self._lock:
                 self._sockets.pop(pair["data"], None)
             sock.close()
+            session.send_data(pair["error"], b"", fin=True)  # kubectl's handleConnection waits for this one
             session.send_data(pair["data"], b"", fin=True)
-            session.send_data(pair["error"], b"", fin=True)
+            with self._lock:
+                self._ended.discard(pair["data"])
 
     def close(self) -> None:
         with self._lock:
@@ -122,6 +128,20 @@ class _Forwards:
                     pass
 
 
+def _gather(sock: socket.socket) -> bytes:
+    """What the pod has sent, up to one frame (``spdy.DATA_CHUNK``): a blocking read, then what is there."""
+    chunk = sock.recv(spdy.DATA_CHUNK)
+    while chunk and len(chunk) < spdy.DATA_CHUNK:
+        try:
+            more = sock.recv(spdy.DATA_CHUNK - len(chunk), socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not more:
+            break
+        chunk += more
+    return chunk
+
+
 def port_forward_route(handler: Handler, path: str, query: str) -> int:
     from vkcmd.kubeletapi.routes import check_name
 
@@ -129,20 +149,29 @@ def port_forward_route(handler: Handler, path: str, query: str) -> int:
     if len(parts) not in (2, 3):
         raise NotFound("404 page not found")
     namespace, pod = check_name("namespace", parts[0]), check_name("pod name", parts[1], subdomain=True)
+    address = handler.server.owner.backend.pod_address(namespace, pod)
+    if wsstreams.is_websocket(handler):
+        if wsportforward.offers_tunnel(handler):
+            return wsportforward.serve_tunnel(handler, lambda reader, write: serve(reader, write, address))
+        return wsportforward.serve_channels(handler, address, wsportforward.ports_of(query))
     if handler.headers.get("Upgrade", "").lower() != "spdy/3.1":
         raise BadRequest("Upgrade request required")
     protocol = negotiate(handler.headers.get_all("X-Stream-Protocol-Version") or [], PROTOCOLS)
-    address = handler.server.owner.backend.pod_address(namespace, pod)
     connection = handler.upgrade("SPDY/3.1", {"X-Stream-Protocol-Version": protocol})
+    serve(handler.rfile, connection.sendall, address)
+    return 101
+
+
+def serve(reader, write, address: str) -> None:
+    """One port-forward SPDY session read from ``reader``, written with ``write``, until the client ends it."""
     holder: list[spdy.Session] = []
     forwards = _Forwards(holder, address)
-    session = spdy.Session(handler.rfile, connection.sendall, forwards.opened, forwards.data, forwards.reset)
+    session = spdy.Session(reader, write, forwards.opened, forwards.data, forwards.reset)
     holder.append(session)
     try:
-        session.serve()  # until the client ends the session
+        session.serve()
     finally:
         forwards.close()
         for thread in list(forwards.threads):
             thread.join(5)
         session.close()
-    return 101

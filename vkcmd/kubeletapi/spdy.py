@@ -22,6 +22,10 @@ SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDAT
 FLAG_FIN = 0x01
 RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL = 1, 3, 5
 MAX_FRAME = 1 << 24  # the 24-bit length field's bound
+#: Data goes in frames of up to 1 MiB: the Go peer queues at most 50 frames per frame worker, and when a
+#: stream's reader is gone (client-go <= 1.32 after its local client left) what is in flight for it must
+#: stay under that, or the whole connection blocks; big frames keep the frame count in flight small.
+DATA_CHUNK = 1 << 20
 
 _WORDS = ("options head post put delete trace accept accept-charset accept-encoding accept-language "
           "accept-ranges age allow authorization cache-control connection content-base content-encoding "
@@ -207,9 +211,9 @@ class Session:
                 self._write(frame)
 
     def send_data(self, stream_id: int, data: bytes, fin: bool = False) -> None:
-        for start in range(0, max(len(data), 1), 1 << 16):
-            chunk = data[start:start + (1 << 16)]
-            self.send(encode_data(stream_id, chunk, fin and start + (1 << 16) >= len(data)))
+        for start in range(0, max(len(data), 1), DATA_CHUNK):
+            chunk = data[start:start + DATA_CHUNK]
+            self.send(encode_data(stream_id, chunk, fin and start + DATA_CHUNK >= len(data)))
 
     def serve(self) -> None:
         try:

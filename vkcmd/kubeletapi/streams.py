@@ -253,8 +253,14 @@ def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: 
 
 
 def _attach(session: spdy.Session, streams: _Streams, output: Any, protocol: str) -> None:
-    """The container's output as it comes, until the container ends or the client leaves."""
+    """The container's output as it comes, and the client's input into its kept stdin, until the
+    container ends or the client leaves; with stdinOnce the stdin is closed when this attach ends."""
     stop = threading.Event()
+    stdin = getattr(output, "stdin", None)
+    if "stdin" in streams.ids:
+        streams.bind_stdin(_attach_input(stdin, lambda: stop.is_set() or streams.client_gone()))
+    if stdin is not None and stdin.tty:
+        streams.bind_resize(lambda data: _resize(stdin, data))
     pumps = []
     for name in ("stdout", "stderr"):
         stream_id = streams.ids.get(name)
@@ -271,7 +277,22 @@ def _attach(session: spdy.Session, streams: _Streams, output: Any, protocol: str
     stop.set()
     for pump in pumps:
         pump.join(5)
+    if stdin is not None and stdin.once and "stdin" in streams.ids:
+        stdin.close()  # stdinOnce: the first attach's end is the end of the container's input
     _finish(session, streams, protocol, 0, "", 0)
+
+
+def _attach_input(stdin: Any, gone: Callable[[], bool]) -> Callable[[bytes, bool], None]:
+    """Where an attach's input goes: the container's stdin (kept open at the client's end of input,
+    unless stdinOnce), or nowhere when the container has none."""
+    def write(data: bytes, fin: bool) -> None:
+        if stdin is None:
+            return
+        if data:
+            stdin.write(data, gone)
+        if fin and stdin.once and not stdin.tty:
+            stdin.close()
+    return write
 
 
 def _resize(started: Any, data: bytes) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request,
@@ -29,7 +29,7 @@ def is_websocket(handler: Handler) -> bool:
     return handler.headers.get("Upgrade", "").lower() == "websocket"
 
 
-class _Channels:
+class Channels:
     """The writing side: one message per write, on the channel standing for the stream id."""
 
     def __init__(self, ws: WSConnection, send: Callable[[bytes], None], encoded: bool) -> None:
@@ -61,8 +61,9 @@ class _Channels:
             self.closed = True
 
 
-def session(handler: Handler, streams, body: Callable[..., None]) -> int:
-    """Handshake (wsproto), bind channels to ``streams``, run ``body(channels, streams, protocol)``, close."""
+def handshake(handler: Handler, supported: tuple[str, ...]) -> tuple[WSConnection, str] | None:
+    """Accept ``handler``'s WebSocket upgrade (wsproto) with the first offered protocol of ``supported``
+    ("" when the client offers none); None when it offers only others (answered 400)."""
     ws = WSConnection(ConnectionType.SERVER)
     head = [handler.requestline] + [f"{name}: {value}" for name, value in handler.headers.items()]
     ws.receive_data(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
@@ -70,16 +71,26 @@ def session(handler: Handler, streams, body: Callable[..., None]) -> int:
     connection = handler.connection
     handler.close_connection = True
     if request is None:
-        return 400
+        return None
     offered = list(request.subprotocols)
-    chosen = next((p for p in offered if p in PROTOCOLS), None)
+    chosen = next((p for p in offered if p in supported), None)
     if chosen is None and offered:
         connection.sendall(ws.send(RejectConnection(status_code=400)))
-        return 400
+        return None
     connection.settimeout(None)
     connection.sendall(ws.send(AcceptConnection(subprotocol=chosen)))
-    protocol = chosen or "channel.k8s.io"
-    channels = _Channels(ws, connection.sendall, encoded="base64" in protocol)
+    return ws, chosen or ""
+
+
+def session(handler: Handler, streams, body: Callable[..., None]) -> int:
+    """Handshake (wsproto), bind channels to ``streams``, run ``body(channels, streams, protocol)``, close."""
+    accepted = handshake(handler, PROTOCOLS)
+    if accepted is None:
+        return 400
+    ws, protocol = accepted
+    protocol = protocol or "channel.k8s.io"
+    connection = handler.connection
+    channels = Channels(ws, connection.sendall, encoded="base64" in protocol)
     streams.bind_channels({name: CHANNELS[name] for name in streams.wanted})
     reader = threading.Thread(target=_read, args=(handler, ws, channels, streams, protocol), daemon=True,
                               name=f"kubeletapi-ws-{handler.client_address[1]}")
@@ -93,7 +104,8 @@ def session(handler: Handler, streams, body: Callable[..., None]) -> int:
     return 101
 
 
-def _read(handler: Handler, ws: WSConnection, channels: _Channels, streams, protocol: str) -> None:
+def messages(handler: Handler, ws: WSConnection, channels: Channels) -> Iterator[tuple[bytes, bool]]:
+    """The client's complete messages as (payload, was text), answering pings, until it closes or leaves."""
     pending: list[bytes | str] = []
     while True:
         try:
@@ -110,25 +122,35 @@ def _read(handler: Handler, ws: WSConnection, channels: _Channels, streams, prot
                     continue
                 message = b"".join(p if isinstance(p, bytes) else p.encode() for p in pending)
                 pending = []
-                _deliver(message, streams, encoded=isinstance(event, TextMessage),
-                         v5=protocol == "v5.channel.k8s.io")
+                yield message, isinstance(event, TextMessage)
             elif isinstance(event, Ping):
                 channels.write(event.response())
             elif isinstance(event, CloseConnection):
                 return
 
 
-def _deliver(message: bytes, streams, *, encoded: bool, v5: bool) -> None:
+def _read(handler: Handler, ws: WSConnection, channels: Channels, streams, protocol: str) -> None:
+    for message, encoded in messages(handler, ws, channels):
+        _deliver(message, streams, encoded=encoded, v5=protocol == "v5.channel.k8s.io")
+
+
+def split(message: bytes, encoded: bool) -> tuple[int, bytes] | None:
+    """(channel, payload) of one channel message (base64 variants: a digit, then base64); None if malformed."""
     if not message:
+        return None
+    if not encoded:
+        return message[0], message[1:]
+    try:
+        return message[0] - ord("0"), base64.b64decode(message[1:])
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _deliver(message: bytes, streams, *, encoded: bool, v5: bool) -> None:
+    parts = split(message, encoded)
+    if parts is None:
         return
-    if encoded:
-        channel = message[0] - ord("0")
-        try:
-            body = base64.b64decode(message[1:])
-        except (binascii.Error, ValueError):
-            return
-    else:
-        channel, body = message[0], message[1:]
+    channel, body = parts
     if v5 and channel == 255 and body:
         streams.data(body[0], b"", True)  # the client closed that channel (stdin: end of input)
     else:

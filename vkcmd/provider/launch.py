@@ -162,7 +162,8 @@ class Launcher:
         prepare_message(staged.container_dir, container.spec)
         spec = LaunchSpec(key=container.key, argv=staged.argv, env=staged.env, cwd=staged.cwd,
                           container_dir=staged.container_dir, memory_limit_bytes=staged.memory_limit_bytes,
-                          cpu_limit_cores=staged.cpu_limit_cores)
+                          cpu_limit_cores=staged.cpu_limit_cores, stdin=bool(container.spec.get("stdin")),
+                          stdin_once=bool(container.spec.get("stdinOnce")), tty=bool(container.spec.get("tty")))
         try:
             info = self._runtime.launch(spec)
         except LaunchError as error:

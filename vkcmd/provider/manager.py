@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE, PodState as PS
+from vkcmd.machines import (CONTAINER_WAITING, POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE,
+                            PodState as PS)
 from vkcmd.pods import Resolver, Workspace
 from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
@@ -40,7 +41,6 @@ log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
 WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
-_NOT_STARTED = (CS.PENDING, CS.STAGING)
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
 
 
@@ -88,6 +88,14 @@ class PodManager:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._records: dict[str, PodRecord] = {}
+        # uid -> namespace of the pods that may wait on a ConfigMap, Secret or token (an object change
+        # retries only these, not every pod: O(waiting), not O(pods)), and a count of the changes
+        self._waiting: dict[str, str] = {}
+        self._changes = 0
+        self._by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid
+        # uids of pods cleaned up and handed to pod_gone, until the API's DELETED (or a re-list) drops
+        # them: a MODIFIED of the dying object (our own final status write) must not start it again
+        self._cleaned: dict[str, None] = {}
         self._tokens_renewed: set[str] = set()  # pods whose running containers get their renewed tokens
         self._recovered: dict[str, Recovered] = {}
         self._queue = WorkQueue("pods")
@@ -125,11 +133,15 @@ class PodManager:
         with self._lock:
             record = self._records.get(uid)
             if record is None:
+                if uid in self._cleaned:
+                    return  # its end is done; the API object is on its way out
                 if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and \
                         not pod["metadata"].get("deletionTimestamp") and not self._has_recovered(uid):
                     return  # finished before we knew it; nothing to run, nothing to report
                 record = new_record(pod, self._start_time(pod), self._observers)
                 self._records[uid] = record
+                self._waiting[uid] = record.namespace
+                self._by_name[(record.namespace, record.name)] = uid
             else:
                 record.pod = pod
         self._queue.add(uid)
@@ -138,6 +150,7 @@ class PodManager:
         """The pod is gone from the API: end its processes and clean up, writing nothing there."""
         uid = pod["metadata"]["uid"]
         with self._lock:
+            self._cleaned.pop(uid, None)
             record = self._records.get(uid)
             if record is None:
                 return
@@ -148,6 +161,7 @@ class PodManager:
         """After a full list of the API: runs of pods that no longer exist are killed and cleaned."""
         alive = set(uids)
         with self._lock:
+            self._cleaned = {uid: None for uid in self._cleaned if uid in alive}
             orphans = [r for key, r in self._recovered.items() if key.split("/", 1)[0] not in alive]
             for orphan in orphans:
                 self._recovered.pop(orphan.key, None)
@@ -160,14 +174,10 @@ class PodManager:
         """A ConfigMap, Secret or token changed: retry the pods of that namespace waiting on config; a
         renewed token also goes into the running containers of its pod (``name``)."""
         with self._lock:
-            # only containers still waiting to start: a started one keeps its last waiting reason
-            # (ContainerCreating), and re-syncing every running pod per token fetch was O(pods) a start
-            waiting = [r.uid for r in self._records.values()
-                       if (not namespace or r.namespace == namespace)
-                       and any(c.state in _NOT_STARTED and c.waiting_reason in WAITS_ON_OBJECTS
-                               for c in r.containers())]
+            self._changes += 1
+            waiting = [uid for uid, ns in self._waiting.items() if not namespace or ns == namespace]
             if kind == SERVICE_ACCOUNT_TOKEN_RENEWED:
-                renewed = [r.uid for r in self._records.values() if r.namespace == namespace and r.name == name]
+                renewed = [uid] if (uid := self._by_name.get((namespace, name))) in self._records else []
                 self._tokens_renewed.update(renewed)
                 waiting += renewed
         for uid in waiting:
@@ -207,10 +217,15 @@ class PodManager:
         with self._lock:
             return [{**r.pod, "status": r.status or r.pod.get("status") or {}} for r in self._records.values()]
 
+    def _named(self, namespace: str, name: str) -> PodRecord | None:
+        """The record of pod ``namespace/name`` (call under the lock)."""
+        uid = self._by_name.get((namespace, name))
+        return self._records.get(uid) if uid is not None else None
+
     def container_dir(self, namespace: str, name: str, container: str) -> tuple[str, Callable[[], bool]] | None:
         """Where a container's output is, and a callable telling whether it still runs."""
         with self._lock:
-            record = next((r for r in self._records.values() if r.namespace == namespace and r.name == name), None)
+            record = self._named(namespace, name)
             found = record.container(container) if record else None
         if found is None:
             return None
@@ -219,7 +234,7 @@ class PodManager:
 
     def run_key(self, namespace: str, name: str, container: str) -> str | None:
         with self._lock:
-            record = next((r for r in self._records.values() if r.namespace == namespace and r.name == name), None)
+            record = self._named(namespace, name)
             found = record.container(container) if record else None
         return found.key if found else None
 
@@ -280,6 +295,7 @@ class PodManager:
             drain, record.drain = record.drain, None
             hurry, record.hurry = record.hurry, False
             pod, removed = record.pod, record.removed
+            changes = self._changes
         self._launcher.adopt(record, self._take_recovered)
         now = self._clock()
         for report in exits:
@@ -298,6 +314,20 @@ class PodManager:
             if tokens_renewed:
                 renew_running(record, self._resolver)
         self._publish(record, now)
+        self._note_waiting(record, changes)
+
+    def _note_waiting(self, record: PodRecord, changes: int) -> None:
+        """Keep ``_waiting`` current after a sync; an object that changed during it retries the pod."""
+        waits = record.state in POD_RUNNING and any(c.state in CONTAINER_WAITING and c.waiting_reason in
+                                                    WAITS_ON_OBJECTS for c in record.containers())
+        with self._lock:
+            if not waits or record.uid not in self._records:
+                self._waiting.pop(record.uid, None)
+                return
+            self._waiting[record.uid] = record.namespace
+            retry = changes != self._changes
+        if retry:
+            self._queue.add(record.uid)
 
     def _take_recovered(self, key: str) -> Recovered | None:
         with self._lock:
@@ -362,6 +392,11 @@ class PodManager:
         with self._lock:
             final = record.status
             self._records.pop(record.uid, None)
+            self._waiting.pop(record.uid, None)
+            if self._by_name.get((record.namespace, record.name)) == record.uid:
+                del self._by_name[(record.namespace, record.name)]
+            if not removed:
+                self._cleaned[record.uid] = None
         if not removed:
             self._sink.pod_gone(record.pod, final)
 

@@ -32,6 +32,7 @@ from vkcmd.runtime.process_stat import boot_id, read_stat
 from vkcmd.runtime.reaper import ExitReport, Reaper
 from vkcmd.runtime.spawn import (LaunchError, LaunchSpec, RunInfo, Spawner, cloexec_inherited_fds,
                                  raise_nofile)
+from vkcmd.runtime.stdins import StdinTable
 from vkcmd.runtime.state import RunRecord, StateStore
 from vkcmd.runtime.tracker import Tracker
 from vkcmd.runtime.usage import NodeUsage, Usage, node_usage
@@ -69,6 +70,7 @@ class Runtime:
         self._tracker = Tracker(proc)
         self._reaper = Reaper(self._leader_exited)
         self._spawner: Spawner | None = None
+        self.stdins = StdinTable()  # containers' stdin write ends (stdin: true), for kubectl attach -i
         self._instance = self._boot_id = ""
         self._table = RunTable()
         self._scanner = Scanner(self._table, self._tracker, self._store, interval=scan_interval,
@@ -84,7 +86,7 @@ class Runtime:
         self._boot_id = boot_id(self._tracker.proc)
         self._recoverer.instance, self._recoverer.boot_id = self._instance, self._boot_id
         cloexec_inherited_fds()
-        self._spawner = Spawner(self._shell, child_nofile=raise_nofile())
+        self._spawner = Spawner(self._shell, child_nofile=raise_nofile(), stdins=self.stdins)
         self._reaper.start()
         self._thread = threading.Thread(target=self._scanner.run, name="vkcmd-runtime-scan", daemon=True)
         self._thread.start()

@@ -14,12 +14,14 @@ import resource
 import shutil
 import signal
 import sys
+import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vkcmd.runtime.process_stat import MARKER
 from vkcmd.runtime import safefs
+from vkcmd.runtime.stdins import StdinTable
 
 MONITOR = Path(__file__).with_name("monitor.sh")
 #: Environment names the monitor uses for itself; dropped from a run's env so that they cannot leak.
@@ -63,6 +65,9 @@ class LaunchSpec:
     container_dir: str
     memory_limit_bytes: int | None = None
     cpu_limit_cores: float | None = None
+    stdin: bool = False  # the pod's ``stdin``: a pipe (a pty with ``tty``) whose write end vkcmd keeps
+    stdin_once: bool = False
+    tty: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -127,8 +132,9 @@ class Spawner:
     to hold many pidfds; runs get back the limit vkcmd started with). None = leave as inherited."""
 
     def __init__(self, shell: str = "/bin/sh", child_nofile: int | None = None,
-                 host_cpus: int | None = None, subreaper: bool = True):
+                 host_cpus: int | None = None, subreaper: bool = True, stdins: StdinTable | None = None):
         self.shell = shell
+        self.stdins = stdins if stdins is not None else StdinTable()
         self.child_nofile = child_nofile
         self.host_cpus = host_cpus or os.cpu_count() or 1
         self._nice = shutil.which("nice", path="/usr/bin:/bin")
@@ -175,17 +181,28 @@ class Spawner:
         # relative to the directory, never through a link: a run may have planted one at any name
         fds = []
         dfd = None
+        writer = None
         try:
             dfd = open_container_dir(spec)
-            fds.append(_high_fd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)))
+            if spec.stdin:
+                reader, writer = _stdin_pair(spec)
+            else:
+                reader = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(_high_fd(reader))
             fds.append(_high_fd(safefs.open_append(dfd, "stdout")))
             fds.append(_high_fd(safefs.open_append(dfd, "stderr")))
             actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-            return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                                  setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                 setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+            if writer is not None:
+                self.stdins.put(run_id, writer, pid, once=spec.stdin_once, tty=spec.tty)
+                writer = None
+            return pid
         except OSError as err:
             raise LaunchError(f"{spec.key}: cannot start {spec.argv[0]!r}: {err}") from err
         finally:
+            if writer is not None:
+                os.close(writer)
             for fd in fds:
                 os.close(fd)
             if dfd is not None:
@@ -199,6 +216,20 @@ class Spawner:
             safefs.replace_file(dfd, "pgid", f"{pgid}\n".encode())
         finally:
             os.close(dfd)
+
+
+def _stdin_pair(spec: LaunchSpec) -> tuple[int, int]:
+    """(the run's end, vkcmd's end) of its stdin: a pipe, or with ``tty`` a pty without echo (output
+    stays in the log files, so nothing reads the pty's output side)."""
+    if not spec.tty:
+        return os.pipe()
+    controller, terminal = os.openpty()
+    attrs = termios.tcgetattr(terminal)
+    attrs[3] &= ~(termios.ECHO | termios.ECHONL)
+    termios.tcsetattr(terminal, termios.TCSANOW, attrs)
+    os.set_inheritable(terminal, False)
+    os.set_inheritable(controller, False)
+    return terminal, controller
 
 
 def subreaper_stub() -> list[str]:
