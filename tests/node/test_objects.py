@@ -192,6 +192,31 @@ def test_a_token_is_fetched_again_after_80_percent_of_its_life(admin, namespace)
         objects.stop()
 
 
+def test_a_gone_pods_tokens_are_dropped_and_no_other_pods(admin, namespace):
+    """forget_pod drops only that pod's tokens (found by its uid, not by a pass over every token)."""
+    pods = [admin.create(path(resource="pods", namespace=namespace), {
+        "metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "none"}]}}) for name in ("a", "b")]
+    objects = ClusterObjects(admin)
+    objects.start()
+    try:
+        def token(pod, audience="api"):
+            return objects.service_account_token(namespace, "default", [audience], 1200, pod)
+
+        for pod in pods:
+            for audience in ("api", "vault"):
+                read_when_ready(lambda: token(pod, audience))
+        assert objects.tokens.requests == 4
+        objects.forget_pod(pods[0]["metadata"]["uid"])
+        assert token(pods[1]) and token(pods[1], "vault") and objects.tokens.requests == 4  # b's kept
+        with pytest.raises(ConfigError) as again:
+            token(pods[0])  # a's is gone: asked for anew
+        assert again.value.cause == NOT_YET
+        read_when_ready(lambda: token(pods[0]))
+        assert objects.tokens.requests == 5
+    finally:
+        objects.stop()
+
+
 def test_staging_never_waits_for_an_api_that_does_not_answer(control_plane, tmp_path):
     """An API server that accepts connections and never answers: reads and tokens are 'not yet' at once
     (before, staging blocked 10 s on the informers' sync and 30 s on the TokenRequest, on the pod worker)."""

@@ -55,6 +55,7 @@ class TokenCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens: dict[tuple, _Token] = {}
+        self._by_pod: dict[str, set[tuple]] = {}  # pod uid -> its keys (forget_pod is O(its tokens), not O(all))
         self._failures = PerKey(1.0, 60.0)
         self.requests = 0
 
@@ -68,6 +69,8 @@ class TokenCache:
             entry = self._tokens.get(key)
             if entry is None:
                 self._tokens[key] = _Token()
+                if key[5]:
+                    self._by_pod.setdefault(key[5], set()).add(key)
             token = entry.token if entry and now < entry.expires else ""
             error = entry.error if entry else ""
             due = entry is None or (token and now >= entry.issued + REFRESH_AT * (entry.expires - entry.issued))
@@ -84,8 +87,8 @@ class TokenCache:
         if not uid:
             return
         with self._lock:
-            for key in [k for k in self._tokens if k[5] == uid]:
-                del self._tokens[key]
+            for key in self._by_pod.pop(uid, ()):
+                self._tokens.pop(key, None)
 
     def fetch(self, key: tuple) -> None:
         """On a worker: request the token, store it, schedule its refresh at 80 % of its life."""
