@@ -235,8 +235,8 @@ class Scanner:
                 self._pgid_named.pop(run_id, None)
             else:
                 self._pgid_named[run_id] = pgid
-        for run_id in self._pgid_named.keys() - live.keys():
-            del self._pgid_named[run_id]
+        for run_id in [run_id for run_id in self._pgid_named if run_id not in live]:   # not keys() - live:
+            del self._pgid_named[run_id]                                               # that walks all of live
         with self.table.lock:
             leaders = self.table.by_pid
             for run_id in self._pgid_named.keys() | self._following:
