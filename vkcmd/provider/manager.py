@@ -5,7 +5,8 @@ API, a process exit, an object that appeared, a timer) only marks the pod's
 key dirty; a small pool of workers then *syncs* the pod — applies exits,
 decides restarts and back-off, stages and launches what should run, ends what
 should end — and publishes the pod's status. No thread per pod: back-offs and
-deadlines are delayed adds on one timer.
+deadlines are delayed adds on one timer. The records, and the input other
+threads hand them, are kept by ``podtable.PodTable``; the manager holds no lock.
 
 It knows pods as plain dicts and processes through ``vkcmd.runtime``; it
 never talks to the API server: the Kubernetes side implements :class:`PodSink`.
@@ -20,19 +21,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from vkcmd.machines import (CONTAINER_WAITING, POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE,
-                            PodState as PS)
+from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE, PodState as PS
 from vkcmd.pods import Resolver, Workspace
-from vkcmd.pods.errors import CONTAINER_CREATING
 from vkcmd.pods.podstatus import pod_status
-from vkcmd.pods.volumes import SERVICE_ACCOUNT_TOKEN_RENEWED
 from vkcmd.provider import decide
 from vkcmd.provider.hooks import HOOKS, Hooks
 from vkcmd.provider.launch import Launcher, LogWatcher
+from vkcmd.provider.podtable import PodTable
 from vkcmd.provider.probing import ProbeItem, Prober
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period, new_record
 from vkcmd.provider.tokenfiles import renew_running
-from vkcmd.runtime import ExitReport, Recovered, Runtime
+from vkcmd.runtime import ExitReport, Runtime
 from vkcmd.runtime.probes import ProbeRunner
 from vkcmd.timefmt import parse_time
 from vkcmd.workqueue import WorkQueue, run_workers
@@ -40,7 +39,6 @@ from vkcmd.workqueue import WorkQueue, run_workers
 log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
-WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
 
 
@@ -86,18 +84,7 @@ class PodManager:
         self._observers = list(observers)
         self._workers = workers
         self._metrics = metrics
-        self._lock = threading.Lock()
-        self._records: dict[str, PodRecord] = {}
-        # uid -> namespace of the pods that may wait on a ConfigMap, Secret or token (an object change
-        # retries only these, not every pod: O(waiting), not O(pods)), and a count of the changes
-        self._waiting: dict[str, str] = {}
-        self._changes = 0
-        self._by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid
-        # uids of pods cleaned up and handed to pod_gone, until the API's DELETED (or a re-list) drops
-        # them: a MODIFIED of the dying object (our own final status write) must not start it again
-        self._cleaned: dict[str, None] = {}
-        self._tokens_renewed: set[str] = set()  # pods whose running containers get their renewed tokens
-        self._recovered: dict[str, Recovered] = {}
+        self._table = PodTable()  # the records and their indexes; the one lock
         self._queue = WorkQueue("pods")
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
@@ -113,9 +100,9 @@ class PodManager:
 
     def start(self) -> None:
         """Re-adopt runs left by an earlier vkcmd, then start the workers."""
-        self._recovered = {r.key: r for r in self._runtime.recover()}
-        if self._recovered:
-            log.info("found %d run(s) from before the restart", len(self._recovered))
+        found = self._table.set_recovered(self._runtime.recover())
+        if found:
+            log.info("found %d run(s) from before the restart", found)
         self._threads = run_workers(self._queue, self._sync_or_retry, self._workers)
 
     def stop(self) -> None:
@@ -129,43 +116,17 @@ class PodManager:
 
     def upsert(self, pod: dict[str, Any]) -> None:
         """A pod bound to this node was added or changed in the API."""
-        uid = pod["metadata"]["uid"]
-        with self._lock:
-            record = self._records.get(uid)
-            if record is None:
-                if uid in self._cleaned:
-                    return  # its end is done; the API object is on its way out
-                if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and \
-                        not pod["metadata"].get("deletionTimestamp") and not self._has_recovered(uid):
-                    return  # finished before we knew it; nothing to run, nothing to report
-                record = new_record(pod, self._start_time(pod), self._observers)
-                self._records[uid] = record
-                self._waiting[uid] = record.namespace
-                self._by_name[(record.namespace, record.name)] = uid
-            else:
-                record.pod = pod
-        self._queue.add(uid)
+        if self._table.admit(pod, lambda: new_record(pod, self._start_time(pod), self._observers)):
+            self._queue.add(pod["metadata"]["uid"])
 
     def remove(self, pod: dict[str, Any]) -> None:
         """The pod is gone from the API: end its processes and clean up, writing nothing there."""
-        uid = pod["metadata"]["uid"]
-        with self._lock:
-            self._cleaned.pop(uid, None)
-            record = self._records.get(uid)
-            if record is None:
-                return
-            record.removed = True
-        self._queue.add(uid)
+        if self._table.mark_removed(pod["metadata"]["uid"]):
+            self._queue.add(pod["metadata"]["uid"])
 
     def resync(self, uids: Iterable[str]) -> None:
         """After a full list of the API: runs of pods that no longer exist are killed and cleaned."""
-        alive = set(uids)
-        with self._lock:
-            self._cleaned = {uid: None for uid in self._cleaned if uid in alive}
-            orphans = [r for key, r in self._recovered.items() if key.split("/", 1)[0] not in alive]
-            for orphan in orphans:
-                self._recovered.pop(orphan.key, None)
-        for orphan in orphans:
+        for orphan in self._table.resync(set(uids)):
             log.info("run %s belongs to a pod deleted while vkcmd was down; removing it", orphan.key)
             self._runtime.forget(orphan.key)
             self._remove_workspace_of(orphan.info.container_dir if orphan.info else "")
@@ -173,100 +134,60 @@ class PodManager:
     def object_changed(self, kind: str, namespace: str, name: str) -> None:
         """A ConfigMap, Secret or token changed: retry the pods of that namespace waiting on config; a
         renewed token also goes into the running containers of its pod (``name``)."""
-        with self._lock:
-            self._changes += 1
-            waiting = [uid for uid, ns in self._waiting.items() if not namespace or ns == namespace]
-            if kind == SERVICE_ACCOUNT_TOKEN_RENEWED:
-                renewed = [uid] if (uid := self._by_name.get((namespace, name))) in self._records else []
-                self._tokens_renewed.update(renewed)
-                waiting += renewed
-        for uid in waiting:
+        for uid in self._table.object_changed(kind, namespace, name):
             self._queue.add(uid)
 
     def on_exit(self, report: ExitReport) -> None:
         """From the runtime's reaper: a run ended (never blocks)."""
         uid = report.key.split("/", 1)[0]
-        with self._lock:
-            record = self._records.get(uid)
-            if record is None:
-                return
-            record.exits.append(report)
-        self._queue.add(uid)
+        if self._table.add_input(uid, exit=report):
+            self._queue.add(uid)
 
     def _post_probe(self, uid: str, item: ProbeItem) -> None:
         """From a probe thread: a probe finished (never blocks)."""
-        with self._lock:
-            record = self._records.get(uid)
-            if record is None:
-                return
-            record.probe_results.append(item)
-        self._queue.add(uid)
+        if self._table.add_input(uid, probe=item):
+            self._queue.add(uid)
 
     # --- output ---------------------------------------------------------------------------
 
     def status(self, uid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(pod metadata, published status) of ``uid``, or None when unknown or removed."""
-        with self._lock:
-            record = self._records.get(uid)
-            if record is None or record.status is None or record.removed:
-                return None
-            return record.pod["metadata"], record.status
+        return self._table.status(uid)
 
     def pods(self) -> list[dict[str, Any]]:
         """Every pod this node runs, with its current status (for the kubelet API's /pods)."""
-        with self._lock:
-            return [{**r.pod, "status": r.status or r.pod.get("status") or {}} for r in self._records.values()]
-
-    def _named(self, namespace: str, name: str) -> PodRecord | None:
-        """The record of pod ``namespace/name`` (call under the lock)."""
-        uid = self._by_name.get((namespace, name))
-        return self._records.get(uid) if uid is not None else None
+        return self._table.pods()
 
     def container_dir(self, namespace: str, name: str, container: str) -> tuple[str, Callable[[], bool]] | None:
         """Where a container's output is, and a callable telling whether it still runs."""
-        with self._lock:
-            record = self._named(namespace, name)
-            found = record.container(container) if record else None
+        found = self._table.container(namespace, name, container)
         if found is None:
             return None
         directory = found.container_dir or self._workspace.container_dir(namespace, name, container)
         return directory, lambda: found.state is CS.RUNNING
 
     def run_key(self, namespace: str, name: str, container: str) -> str | None:
-        with self._lock:
-            record = self._named(namespace, name)
-            found = record.container(container) if record else None
+        found = self._table.container(namespace, name, container)
         return found.key if found else None
 
     # --- drain (from the node's drain thread: input only, applied by the pod's worker) ------
 
     def max_grace_period(self) -> float:
-        with self._lock:
-            return max((grace_period(r.pod) for r in self._records.values()), default=0.0)
+        return self._table.max_grace_period()
 
     def end_all(self, reason: str, message: str, fast: bool) -> None:
         """Terminate every pod (grace unless ``fast``); each ends Failed with ``reason``."""
-        with self._lock:
-            records = [r for r in self._records.values() if r.state in POD_RUNNING or r.state is PS.ENDING]
-            for record in records:
-                record.drain = (reason, message, fast)
-        for record in records:
-            self._queue.add(record.uid)
+        for uid in self._table.mark_drain(reason, message, fast):
+            self._queue.add(uid)
 
     def hurry(self) -> None:
         """Shorten every grace period in progress (or asked for) to nothing."""
-        with self._lock:
-            records = [r for r in self._records.values() if r.state is PS.ENDING or r.drain is not None]
-            for record in records:
-                record.hurry = True
-        for record in records:
-            self._queue.add(record.uid)
+        for uid in self._table.mark_hurry():
+            self._queue.add(uid)
 
     def all_stopped(self) -> bool:
         """True when no pod has a live process, an ending in progress or a drain not yet applied."""
-        with self._lock:
-            return all(not r.live() and r.state is not PS.ENDING and (r.drain is None or r.done)
-                       for r in self._records.values())
+        return self._table.all_stopped()
 
     # --- the sync ---------------------------------------------------------------------------
 
@@ -276,62 +197,36 @@ class PodManager:
             self._sync(uid)
         except Exception as error:
             log.exception("syncing pod %s failed; retrying in %.0fs", uid, SYNC_RETRY)
-            with self._lock:
-                record = self._records.get(uid)
-                removed = record is None or record.removed
-            if not removed:
+            record = self._table.in_api(uid)
+            if record is not None:
                 self._sink.event(record.pod, WARNING, "FailedSync", f"error syncing pod: {error}")
             self._queue.add_after(uid, SYNC_RETRY)
 
     def _sync(self, uid: str) -> None:
-        with self._lock:
-            record = self._records.get(uid)
-            tokens_renewed = uid in self._tokens_renewed
-            self._tokens_renewed.discard(uid)
-            if record is None:
-                return
-            exits, record.exits = record.exits, []
-            results, record.probe_results = record.probe_results, []
-            drain, record.drain = record.drain, None
-            hurry, record.hurry = record.hurry, False
-            pod, removed = record.pod, record.removed
-            changes = self._changes
-        self._launcher.adopt(record, self._take_recovered)
+        taken = self._table.take_input(uid)
+        if taken is None:
+            return
+        record = taken.record
+        self._launcher.adopt(record, self._table.take_recovered)
         now = self._clock()
-        for report in exits:
+        for report in taken.exits:
             self._launcher.apply_exit(record, report, now)
-        for item in results + self._hooks.slept(record, now):
+        for item in taken.probe_results + self._hooks.slept(record, now):
             if item[2] in HOOKS:
                 self._apply_hook(record, item, now)
             else:
                 self._prober.apply(record, item)
-        self._check_ending(record, pod, removed, drain, hurry, now)
+        self._check_ending(record, taken.pod, taken.removed, taken.drain, taken.hurry, now)
         if record.state is PS.ENDING:
             self._end(record, now)
         elif record.state in POD_RUNNING:
             self._advance(record, now)
             self._prober.run_due(record, now)
-            if tokens_renewed:
+            if taken.tokens_renewed:
                 renew_running(record, self._resolver)
         self._publish(record, now)
-        self._note_waiting(record, changes)
-
-    def _note_waiting(self, record: PodRecord, changes: int) -> None:
-        """Keep ``_waiting`` current after a sync; an object that changed during it retries the pod."""
-        waits = record.state in POD_RUNNING and any(c.state in CONTAINER_WAITING and c.waiting_reason in
-                                                    WAITS_ON_OBJECTS for c in record.containers())
-        with self._lock:
-            if not waits or record.uid not in self._records:
-                self._waiting.pop(record.uid, None)
-                return
-            self._waiting[record.uid] = record.namespace
-            retry = changes != self._changes
-        if retry:
-            self._queue.add(record.uid)
-
-    def _take_recovered(self, key: str) -> Recovered | None:
-        with self._lock:
-            return self._recovered.pop(key, None)
+        if self._table.note_waiting(record, taken.changes):
+            self._queue.add(uid)  # an object changed during the sync
 
     def _check_ending(self, record: PodRecord, pod: dict[str, Any], removed: bool,
                       drain: tuple[str, str, bool] | None, hurry: bool, now: float) -> None:
@@ -376,8 +271,7 @@ class PodManager:
             record.machine.fire(PE.STOPPED, reason=ending.reason)
             return
         self._publish(record, now)  # the terminated statuses, written before the pod goes
-        with self._lock:
-            removed = record.removed
+        removed = self._table.is_removed(record)
         record.machine.fire(PE.VANISH if removed else PE.CLEAN, reason="no process left")
         for container in record.containers():
             self._runtime.forget(container.key)
@@ -389,14 +283,7 @@ class PodManager:
             log.exception("could not remove the workspace of pod %s", record.key)
         if hasattr(self._resolver, "forget_pod"):
             self._resolver.forget_pod(record.uid)
-        with self._lock:
-            final = record.status
-            self._records.pop(record.uid, None)
-            self._waiting.pop(record.uid, None)
-            if self._by_name.get((record.namespace, record.name)) == record.uid:
-                del self._by_name[(record.namespace, record.name)]
-            if not removed:
-                self._cleaned[record.uid] = None
+        final = self._table.drop(record, cleaned=not removed)
         if not removed:
             self._sink.pod_gone(record.pod, final)
 
@@ -457,9 +344,8 @@ class PodManager:
                             else f"every container done (restartPolicy {policy})")
 
     def _publish(self, record: PodRecord, now: float) -> None:
-        with self._lock:
-            if record.removed:
-                return
+        if self._table.is_removed(record):
+            return
         ending = record.ending
         phase = reason = message = None
         if ending is not None and ending.phase and not record.live():
@@ -471,15 +357,12 @@ class PodManager:
                             phase=phase, sandbox_ready=record.state in POD_RUNNING or bool(record.live()),
                             disruption=(decide.DISRUPTION_REASON, ending.message or ending.reason)
                             if ending is not None and ending.disruption else None)
-        with self._lock:
-            changed = status != record.status
-            previous, record.status = record.status, status
-        if changed:
+        previous = self._table.swap_status(record, status)
+        if status != previous:
             try:
                 self._sink.status_changed(record.uid)
             except Exception:
-                with self._lock:
-                    record.status = previous  # so that the retried sync announces it again
+                self._table.swap_status(record, previous)  # so that the retried sync announces it again
                 raise
             if status["phase"] == "Running" and not record.start_observed and self._metrics is not None:
                 record.start_observed = True
@@ -495,9 +378,6 @@ class PodManager:
             return parse_time(started) if started else self._clock()
         except ValueError:
             return self._clock()
-
-    def _has_recovered(self, uid: str) -> bool:
-        return any(key.startswith(uid + "/") for key in self._recovered)
 
     def _remove_workspace_of(self, container_dir: str) -> None:
         root = os.path.realpath(self._workspace.root)

@@ -2,7 +2,7 @@
 
 A record is changed only by the worker that holds its pod's key (the work
 queue guarantees one at a time); other threads hand it input through the
-pending fields under the manager's lock.
+pending fields under the lock of the ``PodTable`` that holds it.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class PodRecord:
 
     ``machine`` (the pod machine) and ``ending`` (the details of Ending, kept once Ended for
     the final phase) change only on the pod's worker. Other threads hand input in through
-    the pending fields below, under the manager's lock; the worker takes them at its sync.
+    the pending fields below, under the PodTable's lock; the worker takes them at its sync.
     """
 
     uid: str
@@ -135,7 +135,7 @@ class PodRecord:
     init_failed: bool = False
     status: dict[str, Any] | None = None
     start_observed: bool = False  # pod start latency recorded
-    # pending input, under the manager's lock
+    # pending input, under the PodTable's lock
     removed: bool = False  # gone from the API: nothing more is written there (set once, never cleared)
     exits: list[Any] = field(default_factory=list)  # ExitReports not yet applied
     probe_results: list[Any] = field(default_factory=list)  # (key, run_id, kind, ProbeResult) not yet applied
