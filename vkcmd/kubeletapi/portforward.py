@@ -36,6 +36,7 @@ class _Forwards:
         self._sockets: dict[int, socket.socket] = {}  # data stream id -> its connection to the pod
         self._early: dict[int, list[bytes]] = {}
         self._ended: set[int] = set()  # data streams the client ended before the pod was reached
+        self._reset: set[int] = set()  # streams the client reset: no frame more goes out on them
         self.threads: list[threading.Thread] = []
 
     def opened(self, frame: spdy.Frame) -> bool:
@@ -77,6 +78,7 @@ class _Forwards:
         with self._lock:
             sock = self._sockets.get(stream_id)
             self._ended.add(stream_id)
+            self._reset.add(stream_id)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -114,10 +116,13 @@ class _Forwards:
             with self._lock:
                 self._sockets.pop(pair["data"], None)
             sock.close()
-            session.send_data(pair["error"], b"", fin=True)  # kubectl's handleConnection waits for this one
-            session.send_data(pair["data"], b"", fin=True)
             with self._lock:
                 self._ended.discard(pair["data"])
+                reset = {pair["error"], pair["data"]} & self._reset
+                self._reset -= reset
+            for stream_id in (pair["error"], pair["data"]):  # the error first: kubectl's handleConnection
+                if stream_id not in reset:                    # waits for it
+                    session.send_data(stream_id, b"", fin=True)
 
     def close(self) -> None:
         with self._lock:
