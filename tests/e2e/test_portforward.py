@@ -72,6 +72,16 @@ def forward(kubectl, namespace, pod_port, websocket: bool):
     return process, local_port
 
 
+def stop(process: subprocess.Popen) -> None:
+    """End kubectl port-forward; killed when it does not leave on SIGTERM (a wedged client must not hang the suite)."""
+    process.terminate()
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate(timeout=10)
+
+
 def get(port: int, path: str, *, limit: int | None = None, timeout: float = 60) -> tuple[str, int]:
     """(sha256 of the body, its length) of GET ``path``; with ``limit`` the client leaves after that many bytes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
@@ -106,7 +116,7 @@ def test_a_client_leaving_mid_download_stalls_no_other(node, kubectl, web, webso
 
         def run(name, **options):
             try:
-                results[name] = get(port, "/big.bin", **options)
+                results[name] = get(port, "/big.bin", timeout=30, **options)
             except BaseException as error:  # noqa: BLE001 - reported below
                 errors.append(error)
 
@@ -123,8 +133,7 @@ def test_a_client_leaving_mid_download_stalls_no_other(node, kubectl, web, webso
         assert time.monotonic() - started < 20
         assert process.poll() is None, process.communicate()
     finally:
-        process.terminate()
-        process.communicate(timeout=10)
+        stop(process)
 
 
 @pytest.mark.parametrize("websocket", [True, False], ids=["websocket", "spdy"])
@@ -140,8 +149,7 @@ def test_a_10mb_download_through_each_transport(node, kubectl, web, websocket):
         expected = ("portForward", "websocket" if websocket else "spdy/3.1")
         assert taken == {expected: 1}, taken  # one session, on the transport asked for (no fallback)
     finally:
-        process.terminate()
-        process.communicate(timeout=10)
+        stop(process)
 
 
 def test_kubectls_websocket_passed_through_to_the_node(node, kubectl, web, monkeypatch):
@@ -162,8 +170,7 @@ def test_kubectls_websocket_passed_through_to_the_node(node, kubectl, web, monke
         assert results == [(digest, BODY_MB * 2 ** 20)] * 2
         assert streamproxy.UPGRADES[("portForward", "spdy/3.1")] == before  # no fallback to SPDY
     finally:
-        process.terminate()
-        process.communicate(timeout=10)
+        stop(process)
 
 
 def test_the_kubelets_websocket_channels_with_the_port_prefix(node, control_plane, web, tmp_path):
