@@ -110,6 +110,8 @@ def test_recover_after_kill_9(runtimes, tmp_path):
     h2 = runtimes(state=state)                            # (its leak check reads the state dir)
     (tmp_path / "c" / "p_b" / "stop").touch()
     wait_for(lambda: (state / "runs" / f"{before['p/b']['run_id']}.exit").exists(), what="b's exit record")
+    # the monitor writes its exit record, then ends: until it has, a recover rightly adopts b as running
+    wait_for(lambda: not live(before["p/b"]["pid"]), what="b's leader to end")
     # its monitor (a child subreaper, the escapee's parent now) killed it as the run ended, vkcmd or not
     wait_for(lambda: not live(escapee), what="the ended run's escapee to be killed")
     check_restart(h2, before, "p/b", "p/a")
