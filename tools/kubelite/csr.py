@@ -86,13 +86,20 @@ def _sans(req: x509.CertificateSigningRequest):
         return None
 
 
-def is_kubelet_client(req: x509.CertificateSigningRequest, usages) -> str:
-    """"" when the request fits the kubelet client signer, else why not."""
+def _not_a_node_subject(req: x509.CertificateSigningRequest) -> str:
+    """"" when the subject is system:node:<name> in system:nodes (both kubelet signers ask it), else why not."""
     cn, orgs = _subject(req)
     if orgs != ["system:nodes"]:
         return 'subject organization is not system:nodes'
     if not cn.startswith("system:node:"):
         return 'subject common name does not begin with "system:node:"'
+    return ""
+
+
+def is_kubelet_client(req: x509.CertificateSigningRequest, usages) -> str:
+    """"" when the request fits the kubelet client signer, else why not."""
+    if why := _not_a_node_subject(req):
+        return why
     if _sans(req) is not None:
         return "subject alternative names are not allowed"
     u = set(usages or [])
@@ -102,11 +109,8 @@ def is_kubelet_client(req: x509.CertificateSigningRequest, usages) -> str:
 
 
 def is_kubelet_serving(req: x509.CertificateSigningRequest, usages) -> str:
-    cn, orgs = _subject(req)
-    if orgs != ["system:nodes"]:
-        return 'subject organization is not system:nodes'
-    if not cn.startswith("system:node:"):
-        return 'subject common name does not begin with "system:node:"'
+    if why := _not_a_node_subject(req):
+        return why
     sans = _sans(req)
     if sans is None or not (sans.get_values_for_type(x509.DNSName) or sans.get_values_for_type(x509.IPAddress)):
         return "DNS or IP subjectAltName is required"
