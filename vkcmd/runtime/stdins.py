@@ -17,6 +17,8 @@ import termios
 import threading
 from collections.abc import Callable
 
+from vkcmd.runtime.process_stat import read_stat
+
 
 class Stdin:
     """One run's stdin: writes that never block the caller for good (``gone()`` is polled while the pipe is full)."""
@@ -88,8 +90,5 @@ class StdinTable:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
+    stat = read_stat(pid)
+    return stat is not None and stat.state != "Z"
