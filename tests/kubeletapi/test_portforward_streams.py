@@ -68,6 +68,10 @@ class PodServer:
             conn.close()
 
     def stop(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept(); a close() alone does not
+        except OSError:
+            pass
         self.listener.close()
         self._accepting.join(5)
         for conn in self._conns:

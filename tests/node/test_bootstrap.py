@@ -220,5 +220,6 @@ def test_the_serving_reload_hook_serves_the_renewed_pair_to_new_connections(cont
         assert served() == cert.public_bytes(serialization.Encoding.DER)
     finally:
         stop.set()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept(); a close() alone does not
         listener.close()
         thread.join(5)

@@ -15,7 +15,7 @@ import socket
 import threading
 from urllib.parse import unquote
 
-from vkcmd.kubeletapi import spdy, wsportforward, wsstreams
+from vkcmd.kubeletapi import podsockets, spdy, wsportforward, wsstreams
 from vkcmd.kubeletapi.backend import BadRequest, NotFound
 from vkcmd.kubeletapi.streams import negotiate
 from vkcmd.kubeletapi.transport import Handler
@@ -68,10 +68,10 @@ class _Forwards:
         try:
             if data:
                 sock.sendall(data)
-            if fin:
-                sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if fin:
+            podsockets.shut(sock)
 
     def reset(self, stream_id: int) -> None:
         """The client gave up the stream (its local connection closed): stop copying from the pod too."""
@@ -80,10 +80,7 @@ class _Forwards:
             self._ended.add(stream_id)
             self._reset.add(stream_id)
         if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            podsockets.shut(sock)
 
     def _forward(self, pair: dict[str, int]) -> None:
         session = self._session_ref[0]
@@ -115,6 +112,9 @@ class _Forwards:
         finally:
             with self._lock:
                 self._sockets.pop(pair["data"], None)
+                client_left = pair["data"] in self._ended
+            if client_left:  # the pod learns it at once, not by stalling
+                podsockets.abort_on_close(sock)
             sock.close()
             with self._lock:
                 self._ended.discard(pair["data"])
@@ -127,10 +127,7 @@ class _Forwards:
     def close(self) -> None:
         with self._lock:
             for sock in self._sockets.values():
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                podsockets.shut(sock)
 
 
 def _gather(sock: socket.socket) -> bytes:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 from wsproto.events import BytesMessage
 
-from vkcmd.kubeletapi import wsstreams
+from vkcmd.kubeletapi import podsockets, wsstreams
 from vkcmd.kubeletapi.backend import BadRequest
 from vkcmd.kubeletapi.transport import Handler
 
@@ -57,7 +57,7 @@ def serve_tunnel(handler: Handler, serve_session) -> int:
         serve_session(reader, lambda data: channels.write(BytesMessage(data)))
     finally:
         channels.close()
-        _shut(handler.connection)
+        podsockets.shut(handler.connection)
     return 101
 
 
@@ -110,11 +110,14 @@ def serve_channels(handler: Handler, address: str, ports: list[int]) -> int:
             while forward.is_alive() and reader.is_alive():
                 forward.join(0.5)
     finally:
+        client_left = not reader.is_alive()
         for sock in sockets.values():
-            _shut(sock)
+            podsockets.shut(sock)
         for forward in forwards:
             forward.join(5)
         for sock in sockets.values():
+            if client_left:  # as in portforward: the pod must not stall sending to a half-closed peer
+                podsockets.abort_on_close(sock)
             sock.close()
         handler.end_upgraded(channels.close, handler.connection, reader)
     return 101
@@ -140,14 +143,8 @@ def _to_pods(handler: Handler, ws, channels: wsstreams.Channels, sockets: dict[i
         try:
             sockets[parts[0]].sendall(parts[1])
         except OSError:
-            _shut(sockets[parts[0]])
+            podsockets.shut(sockets[parts[0]])
     for sock in sockets.values():  # the client left: every forward ends
-        _shut(sock)
+        podsockets.shut(sock)
 
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
