@@ -133,7 +133,7 @@ class Runtime:
                 raise LaunchError(f"{spec.key}: already running (run {previous.run_id})")
             table.by_key[spec.key] = run
             table.by_id[run_id] = run
-            table.changed()
+            table.changed(run)
         try:
             pid = self._spawner.spawn(spec, run_id, str(self._store.exit_path(run_id)))
         except Exception:
@@ -161,9 +161,10 @@ class Runtime:
             run.info, run.pid, run.child = info, pid, True
             run.starting, run.leader_alive = False, True
             table.by_pid[pid] = run
-            table.changed()
+            table.changed(run)
             if previous is not None:
                 previous.current = False
+                table.changed(previous)             # superseded: dropped once nothing is left of it
             if run.term_pending or run.kill_deadline is not None:
                 table.cond.notify_all()
         self._reaper.watch(pid, pidfd)
@@ -186,6 +187,7 @@ class Runtime:
             else:
                 if on_done is not None:
                     run.done_cbs.append(on_done)
+                    table.changed(run)
                 if run.leader_alive or run.starting:
                     table.set_deadline(run, now + max(grace_seconds, 0.0), term=grace_seconds > 0)
             table.wake()
@@ -203,10 +205,16 @@ class Runtime:
             if run is None:
                 return
             run.current = False
-            if run.leader_alive or run.starting:
-                run.silent = True
-                table.set_deadline(run, time.monotonic(), term=False)
-            table.wake()
+            table.changed(run)
+            if run.gone and not (run.leader_alive or run.starting or run.done_cbs):
+                del table.by_id[run.run_id]              # nothing left of it: no scan needed
+            else:
+                if run.leader_alive or run.starting:
+                    run.silent = True
+                    table.set_deadline(run, time.monotonic(), term=False)
+                table.wake()
+                return
+        self._store.remove(run.run_id)
 
     def runs(self) -> dict[str, RunInfo]:
         """The runs whose leader lives, by key."""
@@ -285,7 +293,7 @@ class Runtime:
         with table.lock:
             run.leader_alive = False
             run.term_pending, run.kill_deadline = False, None     # nothing left to time
-            table.changed()
+            table.changed(run)
             if cpu:
                 run.cpu.add_final(cpu)
             if run.done_cbs or not run.current:

@@ -112,7 +112,7 @@ class Recoverer:
             if current:
                 table.by_key[run.key] = run
             table.by_id[run.run_id] = run
-            table.changed()
+            table.changed(run)
             if pidfd is not None:
                 run.leader_alive = True
                 table.by_pid[run.pid] = run

@@ -44,6 +44,7 @@ class Run:
     cpu: CpuAccount = field(default_factory=CpuAccount)
     sweeps: int = 0                 # stop-and-kill passes over it (bounds the fast re-checks)
     named_pgid: int | None = None   # another process group its pgid file names (see process_scan)
+    gone: bool = False              # ended, and a scan found nothing left of it
 
 
 class RunTable:
@@ -66,22 +67,32 @@ class RunTable:
         self.orphan_done: list[tuple[str, Callable[[str], None]]] = []
         self.sweep = False
         self.stopping = False
-        self.version = 0        # bumped by every change of the runs or of the fields the scanner's pass reads
+        self.version = 0        # bumped by every change of the runs or of the fields the scanner's index reads
+        self._dirty: set[str] | None = None   # run ids changed since the scanner's index last took them (None: all)
 
-    def changed(self) -> None:
-        """(lock held) A run was added or dropped, or a field the scanner's pass reads changed
-        (starting, leader_alive, pid, term_pending, kill_deadline, done_cbs, named_pgid)."""
+    def changed(self, run: Run | None = None) -> None:
+        """(lock held) ``run`` was added or dropped, or a field the scanner's index reads changed
+        (starting, leader_alive, pid, term_pending, kill_deadline, done_cbs, named_pgid, gone,
+        memory_limit); without a run, any may have."""
         self.version += 1
+        if run is None:
+            self._dirty = None
+        elif self._dirty is not None:
+            self._dirty.add(run.run_id)
+
+    def take_dirty(self) -> set[str] | None:
+        """(lock held) The run ids changed since the last call (None: every run may have)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     def wake(self) -> None:
-        """(lock held) Have the scanner look at the runs now."""
-        self.version += 1
+        """(lock held) Have the scanner look at the runs now (what changed is told by ``changed``)."""
         self.sweep = True
         self.cond.notify_all()
 
     def set_deadline(self, run: Run, at: float, term: bool) -> None:
         """(lock held) Kill ``run`` at ``at`` unless it is already due earlier; SIGTERM first."""
-        self.version += 1
+        self.changed(run)
         if term and not run.termed:
             run.term_pending = True
         if run.kill_deadline is None or at < run.kill_deadline:
@@ -110,7 +121,7 @@ class RunTable:
     def forget_failed(self, run: Run, previous: Run | None) -> None:
         """A launch that did not start: the key gets its previous run back."""
         with self.lock:
-            self.version += 1
+            self.changed(run)
             self.by_id.pop(run.run_id, None)
             if self.by_key.get(run.key) is run:
                 if previous is not None:

@@ -22,6 +22,7 @@ from vkcmd.logfmt import fields
 from vkcmd.runtime import reaper as rp
 from vkcmd.runtime.pgidfiles import PgidFiles
 from vkcmd.runtime.process_run import Run, RunTable
+from vkcmd.runtime.runindex import RunIndex
 from vkcmd.runtime.state import StateStore
 from vkcmd.runtime.tracker import Snapshot, Tracker
 from vkcmd.runtime.usage import Usage, memory_of
@@ -34,10 +35,22 @@ _USAGE_BUDGET = 0.01
 _USAGE_INTERVAL_MAX = 10.0
 #: Rounds of SIGSTOP + re-scan before the SIGKILL, at most (each round stops what the last one found).
 _MAX_STOP_ROUNDS = 20
+#: A periodic scan lists /proc only when a run changed, a run is being ended, usage is measured, a
+#: run follows a named group or vkcmd has a child that leads no run (an exec, a probe, a hook: its
+#: processes carry the marker but descend from no leader) - or else when the last listing is older
+#: than what keeps listing within this share of a core, at most ``_LIST_INTERVAL_MAX`` seconds. A
+#: process of a live run descends from its leader (a child subreaper) and is attributed by
+#: parentage at whichever listing comes next; the end of a run always lists.
+_LIST_BUDGET = 0.0025
+_LIST_INTERVAL_MAX = 5.0
 #: While someone waits for a run to be gone, re-scan this often (seconds) instead of each interval.
 _DONE_RECHECK = 0.05
 #: ... for this many sweeps of a run at most; then at the scan interval.
 _MAX_FAST_SWEEPS = 40
+#: A sweep (a cycle asked for between periodic scans) waits this many times the CPU time the last
+#: cycle took: in a wave of thousands of runs ending, each cycle (a /proc listing) serves every
+#: run that changed meanwhile, and the scanner takes at most a third of a core instead of all of it.
+_SWEEP_SPACING = 2.0
 
 
 class Scanner:
@@ -67,18 +80,21 @@ class Scanner:
         self._pgid_files = PgidFiles()
         self._pgid_named: dict[str, int] = {}            # run id -> the group its pgid file names now
         self._following: set[str] = set()                # runs with a named_pgid set
-        self._pass: tuple | None = None                  # (table version, what _pass_over gave then)
+        self._index = RunIndex()                         # what a cycle needs of the runs
 
     def run(self) -> None:
         """The thread's loop, until ``table.stopping``."""
         table = self.table
         self._next_scan = time.monotonic()
+        sweep_after = 0.0                    # no sweep before then (see _SWEEP_SPACING)
         while True:
             with table.cond:
                 while not table.stopping:
                     now = time.monotonic()
                     wake = min(self._next_scan, table.next_deadline())
-                    if table.sweep or now >= wake:
+                    if table.sweep:
+                        wake = min(wake, sweep_after)
+                    if now >= wake:
                         break
                     table.cond.wait(wake - now)
                 if table.stopping:
@@ -87,10 +103,12 @@ class Scanner:
             periodic = now >= self._next_scan
             if periodic:
                 self._next_scan = now + self.interval
+            cost = time.thread_time()
             try:
                 self._cycle(periodic)
             except Exception:
                 log.exception("runtime scan failed")
+            sweep_after = time.monotonic() + _SWEEP_SPACING * (time.thread_time() - cost)
 
     # -- usage ---------------------------------------------------------------------------------
 
@@ -137,6 +155,18 @@ class Scanner:
                 out[key] = usage
         return out
 
+    def _own_child(self) -> bool:
+        """Whether vkcmd has a child that leads no run (or the kernel cannot tell)."""
+        kids = self.tracker.own_children()
+        if kids is None:
+            return True
+        with self.table.lock:
+            return any(pid not in self.table.by_pid for pid in kids)
+
+    def _list_interval(self) -> float:
+        """Seconds between listings of /proc while nothing asks for one (see ``_LIST_BUDGET``)."""
+        return min(_LIST_INTERVAL_MAX, max(self.interval, self.tracker.list_cost / _LIST_BUDGET))
+
     def _usage_due(self, now: float) -> bool:
         """(lock held) Should this periodic scan measure usage? While wanted, every ``usage_interval``
         (a periodic scan less than half a scan interval early counts as on time)."""
@@ -146,11 +176,13 @@ class Scanner:
     # -- scans ---------------------------------------------------------------------------------
 
     def scan(self, *, full: bool = False, stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
-             sessions: tuple[dict[int, str], set[str], dict[int, str]] | None = None) -> Snapshot:
+             sessions: tuple[dict[int, str], Collection[str], dict[int, str]] | None = None,
+             listing: bool = True) -> Snapshot:
         """A tracker scan with the current runs (``sessions``: what ``RunTable.live_sessions`` gives,
         when the caller has it already), folded into the CPU accounts."""
         live, known, groups = sessions or self.table.live_sessions()
-        snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full, groups=groups)
+        snap = self.tracker.scan(live, known, stat_runs=stat_runs, mem_runs=mem_runs, full=full, groups=groups,
+                                 listing=listing)
         with self.table.lock:
             ids = set(snap.vanished) | (set(snap.members) if full else set())
             for run_id in ids:
@@ -162,18 +194,23 @@ class Scanner:
     def _cycle(self, periodic: bool) -> None:
         table = self.table
         now = time.monotonic()
+        index = self._index
         with table.lock:
-            if self._pass is None or self._pass[0] != table.version:
-                self._pass = (table.version, *_pass_over(table))
-            _, to_term, limited, ending, live_dirs, sessions, groups, known = self._pass
-            mem_runs = limited if periodic else set()
+            changed = index.update(table)
+            to_term = list(index.to_term.values())
+            ending, live_dirs = set(index.ending), index.live_dirs
+            mem_runs = set(index.limited) if periodic else set()
+            sessions, known, groups = index.views()
             measure = periodic and self._usage_due(now)
         if periodic:
             self._read_pgid_files(live_dirs)
             with table.lock:                 # what the pgid files name now
                 groups = {r.named_pgid: r.run_id for r in map(table.by_id.get, self._following)
                           if r is not None and r.leader_alive and r.named_pgid is not None}
-        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure, sessions=(sessions, known, groups))
+        listing = (not periodic or changed or bool(ending or to_term or groups) or measure
+                   or now - self.tracker.listed_at >= self._list_interval() or self._own_child())
+        snap = self.scan(stat_runs=ending, mem_runs=mem_runs, full=measure, sessions=(sessions, known, groups),
+                         listing=listing)
         if measure:
             self.measure(snap)
             with table.lock:
@@ -188,8 +225,7 @@ class Scanner:
                 table.sweep = True  # look again at once (the loop re-scans only the runs being ended)
             for r in to_term:
                 r.term_pending, r.termed = False, True
-            if to_term:
-                table.changed()
+                table.changed(r)
             over = set()
             for run_id in mem_runs:
                 r = table.by_id.get(run_id)
@@ -199,7 +235,7 @@ class Scanner:
                     r.kill_reason = rp.OOM_KILLED
                     r.kill_deadline = now
                     over.add(run_id)
-                    table.changed()
+                    table.changed(r)
                     log.info("memory limit exceeded", extra=fields(key=r.key, run=r.run_id, used=used,
                                                                    limit=r.memory_limit))
             # only runs being ended (or just over their limit) can be due: every other has no deadline
@@ -210,8 +246,14 @@ class Scanner:
             for r in to_kill:
                 r.kill_deadline = None
                 r.sweeps += 1
-            if to_kill:
-                table.changed()
+                table.changed(r)
+            if periodic and index.gone:
+                # an ended run's process found after all (a late marker, a named group): end it again
+                for run_id in index.gone & snap.members.keys():
+                    r = table.by_id[run_id]
+                    r.gone = False
+                    table.changed(r)
+                    table.sweep = True
         for r in to_term:
             self._signal_run(r, snap, signal.SIGTERM)
         if held:
@@ -247,7 +289,7 @@ class Scanner:
                 if pgid is not None and (pgid == r.pid or pgid in leaders or pgid in (1, os.getpgrp())):
                     pgid = None
                 if pgid != r.named_pgid:
-                    self.table.changed()
+                    self.table.changed(r)
                     if pgid is not None:
                         log.info("following the process group its pgid file names",
                                  extra=fields(key=r.key, run=r.run_id, pgid=pgid))
@@ -318,7 +360,8 @@ class Scanner:
                     continue
                 calls.extend((run.key, cb) for cb in run.done_cbs)
                 run.done_cbs.clear()
-                table.changed()
+                run.gone = True
+                table.changed(run)
                 if not run.current:
                     del table.by_id[run.run_id]
                     self.store.remove(run.run_id)
@@ -329,37 +372,6 @@ class Scanner:
                 cb(key)
             except Exception:
                 log.exception("on_done failed for %s", key)
-
-
-def _pass_over(table: RunTable) -> tuple[list[Run], set[str], set[str], dict[str, str], dict[int, str],
-                                         dict[int, str], set[str]]:
-    """(lock held) One pass over the runs (thousands) for all a cycle needs of them: runs with a
-    SIGTERM to send, memory-limited live runs without a kill pending, runs being ended or waited for
-    (their members are read, so that zombies count as gone), live run id -> container dir, live
-    session -> run id, named group -> run id, every run id. Done again only when ``table.version``
-    moved: an idle tick touches no run."""
-    to_term: list[Run] = []
-    limited: set[str] = set()
-    ending: set[str] = set()
-    live_dirs: dict[str, str] = {}
-    sessions: dict[int, str] = {}
-    groups: dict[int, str] = {}
-    for r in table.by_id.values():
-        if r.starting:
-            continue
-        if r.leader_alive:
-            sessions[r.pid] = r.run_id
-            if r.named_pgid is not None:
-                groups[r.named_pgid] = r.run_id
-            if r.record.container_dir:
-                live_dirs[r.run_id] = r.record.container_dir
-            if r.term_pending:
-                to_term.append(r)
-            if r.memory_limit and r.kill_deadline is None:
-                limited.add(r.run_id)
-        if r.term_pending or r.kill_deadline is not None or r.done_cbs or not r.leader_alive:
-            ending.add(r.run_id)
-    return to_term, limited, ending, live_dirs, sessions, groups, set(table.by_id)
 
 
 def named_pgid(container_dir: str) -> int | None:

@@ -93,3 +93,23 @@ def read_marker(pid: int, proc: str = "/proc") -> str | None:
 def boot_id(proc: str = "/proc") -> str:
     data = _read(f"{proc}/sys/kernel/random/boot_id")
     return data.decode().strip() if data else ""
+
+
+def children_of(pid: int, proc: str = "/proc") -> set[int] | None:
+    """The children of every thread of ``pid`` now; None when the kernel cannot tell (no
+    ``CONFIG_PROC_CHILDREN``) or ``pid`` is gone."""
+    kids: set[int] = set()
+    try:
+        tasks = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"{proc}/{pid}/task/{tid}/children", "rb") as handle:
+                kids.update(map(int, handle.read().split()))
+        except FileNotFoundError:
+            if tid == str(pid):
+                return None
+        except OSError:
+            continue
+    return kids

@@ -33,7 +33,7 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from vkcmd.runtime.process_stat import Stat, parse_stat, parse_statm, read_marker, read_stat
+from vkcmd.runtime.process_stat import Stat, children_of, parse_stat, parse_statm, read_marker, read_stat
 
 #: fds vkcmd's limit keeps for everything else (pidfds, sockets, log files, inotify) before the tracker.
 _FD_RESERVE = 1024
@@ -78,10 +78,12 @@ class Tracker:
         self._lock = threading.Lock()
         self._members: dict[int, Proc] = {}
         self._by_run: dict[str, dict[int, Proc]] = {}   # the same members, by run
-        self._orphans: set[int] = set()              # members whose parent is no member (see _read)
-        self._orphans_of: tuple[int, frozenset[int]] | None = None   # (membership version, live sessions)
-        self._version = 0                            # bumped by every change of membership or parentage
-        self._members_of: tuple[int, dict[str, list[Proc]]] | None = None   # (version, snapshots' members)
+        self._orphans: set[int] = set()              # members whose parent is no member (see _orphan)
+        self._kids: dict[int, set[int]] = {}         # pid -> the members whose parent it is
+        self._sessions: frozenset[int] = frozenset()  # the live sessions the orphans were judged with
+        self._shared: dict[str, list[Proc]] = {}     # the snapshots' members, shared until a run's change
+        self._moved: set[str] = set()                # runs whose members changed since ``_shared``
+        self._promoted_for: object = None            # the ``known`` the marked pids were last promoted with
         self._listing: tuple[bytes, set[int]] | None = None   # (loadavg's pid fields, pids) of the last listing
         self._foreign: dict[int, str | None] = {}   # pid -> its marker (None: none, or unreadable)
         self._marked: dict[int, str] = {}            # foreign pids with a marker of an unknown run
@@ -96,16 +98,23 @@ class Tracker:
         self.scans = 0                               # scans of /proc, of any kind
         self.full_scans = 0                          # scans that read every member (``full``)
         self.full_read_cost = 0.0                    # thread CPU seconds the last full scan spent reading members
+        self.listings = 0                            # listings of /proc (``os.listdir``)
+        self.list_cost = 0.0                         # thread CPU seconds the last listing took
+        self.listed_at = float("-inf")               # time.monotonic() of the last scan that looked at /proc
+        self._judged: set[int] | None = None         # the listing whose pids were all judged
+        self._unjudged = False                       # a pid was left to judge at the next scan
 
     def scan(self, live_sids: Mapping[int, str], known: Collection[str], *,
              stat_runs: Collection[str] = (), mem_runs: Collection[str] = (),
-             full: bool = False, groups: Mapping[int, str] | None = None) -> Snapshot:
+             full: bool = False, groups: Mapping[int, str] | None = None, listing: bool = True) -> Snapshot:
         """One pass over /proc. ``live_sids``: session id -> run id of runs whose leader lives
         (their session cannot be reused while the leader lives). ``known``: every run id whose
         processes are wanted (live and ended ones). Reads stat of the members of ``stat_runs``,
         statm of the members of ``mem_runs``, both for every member when ``full``. ``groups``:
         process group -> run id of groups a run named as its own (a rewritten pgid file): their
-        processes of vkcmd's user that no run holds yet become that run's."""
+        processes of vkcmd's user that no run holds yet become that run's. Without ``listing``,
+        the pids of the last listing are taken as the current ones (the caller knows that no
+        process it must not miss can have appeared; members still vanish when read)."""
         groups = groups or {}
         with self._lock:
             if self._fd_budget is None:
@@ -116,25 +125,30 @@ class Tracker:
             if full:
                 self.full_scans += 1
             snap = Snapshot(time.monotonic(), time.time(), known=known)
-            current = self._list()
+            current = self._list() if listing or self._listing is None else self._listing[1]
             if current is None:
                 return snap
-            for pid in self._members.keys() - current:
-                self._vanish(self._pop(pid), snap)
-            for pid in self._foreign.keys() - current:
-                del self._foreign[pid]
-                self._marked.pop(pid, None)
-                self._foreign_pgrp.pop(pid, None)
-            self._apply_claims()
-            new = current - self._members.keys() - self._foreign.keys()
-            new.discard(self._self)
-            self._admit(new, live_sids, known, groups)
-            self._apply_claims()
+            self._live_sessions(live_sids)
+            if current is not self._judged or self._claimed or self._unjudged:
+                for pid in self._members.keys() - current:
+                    self._vanish(self._pop(pid), snap)
+                for pid in self._foreign.keys() - current:
+                    del self._foreign[pid]
+                    self._marked.pop(pid, None)
+                    self._foreign_pgrp.pop(pid, None)
+                self._apply_claims()
+                new = current - self._members.keys() - self._foreign.keys()
+                new.discard(self._self)
+                self._unjudged = False
+                self._admit(new, live_sids, known, groups)
+                self._apply_claims()
+                self._judged = current
             if groups.keys() - self._groups:
                 self._adopt_groups(groups, known)
             self._groups = dict(groups)
-            if self._marked:
+            if self._marked and known is not self._promoted_for:   # a marker's run may be known now
                 self._promote(known)
+            self._promoted_for = known
             cost = time.thread_time()
             self._read(snap, known, live_sids, set(stat_runs), set(mem_runs), full)
             if full:
@@ -145,6 +159,7 @@ class Tracker:
         """The pids in /proc (None when it cannot be listed). Listed again only when a task was
         created or reaped since the last listing: /proc/loadavg's last pid and task count unchanged
         mean the same pids (a zombie stays listed until reaped)."""
+        self.listed_at = time.monotonic()
         try:
             with open(f"{self.proc}/loadavg", "rb") as handle:
                 token = handle.read().split()[3:5]
@@ -153,20 +168,31 @@ class Tracker:
         token = b" ".join(token) if token and len(token) == 2 else None
         if token is not None and self._listing is not None and self._listing[0] == token:
             return self._listing[1]
+        cost = time.thread_time()
         try:
             names = os.listdir(self.proc)
         except OSError:
             self._listing = None
             return None
         current = set(map(int, filter(str.isdigit, names)))
-        self._listing = (token, current) if token is not None else None
+        self.listings += 1
+        self.list_cost = time.thread_time() - cost
+        self._listing = (token, current) if token is not None else (None, current)
         return current
+
+    def own_children(self) -> set[int] | None:
+        """vkcmd's own children now (None when the kernel cannot tell)."""
+        return children_of(self._self, self.proc)
 
     def _add(self, p: Proc) -> None:
         """(lock held) ``p`` is a member from now on."""
         self._members[p.pid] = p
         self._by_run.setdefault(p.run_id, {})[p.pid] = p
-        self._version += 1
+        self._moved.add(p.run_id)
+        self._kids.setdefault(p.ppid, set()).add(p.pid)
+        self._orphan(p)
+        for kid in self._kids.get(p.pid, ()):
+            self._orphans.discard(kid)
 
     def _pop(self, pid: int) -> Proc:
         """(lock held) ``pid`` is no member any more."""
@@ -175,8 +201,62 @@ class Tracker:
         del run[pid]
         if not run:
             del self._by_run[p.run_id]
-        self._version += 1
+        self._moved.add(p.run_id)
+        self._unkid(p)
+        self._orphans.discard(pid)
+        for kid in self._kids.get(pid, ()):
+            self._orphan(self._members[kid])
         return p
+
+    # The orphans - members whose parent is no member, but a live run's leader - are kept as
+    # membership, parentage and the live sessions change: O(changes) per scan, not O(members).
+
+    def _orphan(self, p: Proc) -> None:
+        """(lock held) Judge again whether member ``p`` is an orphan."""
+        if p.ppid not in self._members and not (p.pid == p.sid and p.sid in self._sessions):
+            self._orphans.add(p.pid)
+        else:
+            self._orphans.discard(p.pid)
+
+    def _unkid(self, p: Proc) -> None:
+        kids = self._kids.get(p.ppid)
+        if kids is not None:
+            kids.discard(p.pid)
+            if not kids:
+                del self._kids[p.ppid]
+
+    def _moved_to(self, p: Proc, ppid: int, sid: int) -> None:
+        """(lock held) Member ``p`` was re-parented or began a session."""
+        self._unkid(p)
+        p.ppid, p.sid = ppid, sid
+        self._kids.setdefault(ppid, set()).add(p.pid)
+        self._orphan(p)
+
+    def _live_sessions(self, live_sids: Mapping[int, str]) -> None:
+        """(lock held) The leaders of sessions that began or ended are judged again."""
+        sessions = frozenset(live_sids)
+        if sessions == self._sessions:
+            return
+        changed = sessions ^ self._sessions
+        self._sessions = sessions
+        for pid in changed:
+            p = self._members.get(pid)
+            if p is not None:
+                self._orphan(p)
+
+    def _shared_members(self) -> dict[str, list[Proc]]:
+        """(lock held) Every run's members for a snapshot: the previous snapshot's dict while no
+        membership moved, else a copy with the moved runs' lists made anew."""
+        if self._moved:
+            shared = dict(self._shared)
+            for run in self._moved:
+                procs = self._by_run.get(run)
+                if procs:
+                    shared[run] = list(procs.values())
+                else:
+                    shared.pop(run, None)
+            self._shared, self._moved = shared, set()
+        return self._shared
 
     def claim(self, pid: int) -> None:
         """``pid`` is a leader vkcmd just spawned: forget any verdict a scan reached about it before
@@ -211,7 +291,10 @@ class Tracker:
             self._members.clear()
             self._by_run.clear()
             self._orphans.clear()
-            self._orphans_of = self._listing = self._members_of = None
+            self._kids.clear()
+            self._sessions = frozenset()
+            self._shared, self._moved = {}, set()
+            self._listing = self._promoted_for = self._judged = None
             self._foreign.clear()
             self._marked.clear()
             self._foreign_pgrp.clear()
@@ -251,6 +334,7 @@ class Tracker:
                 if st.ppid == self._self:
                     # vkcmd's own child: maybe a leader caught between posix_spawn's clone and its
                     # exec (no marker yet, session not yet registered): judged again next scan
+                    self._unjudged = True
                     return
                 self._foreign[st.pid] = marker
                 self._foreign_pgrp[st.pid] = st.pgrp
@@ -302,12 +386,7 @@ class Tracker:
             for pid in list(self._by_run[run]):
                 self._close(self._pop(pid))
                 self._foreign[pid] = self._marked[pid] = run
-        sessions = frozenset(live_sids)
-        if self._orphans_of != (self._version, sessions):
-            members = self._members
-            self._orphans = {pid for pid, p in members.items()
-                             if p.ppid not in members and not (pid == p.sid and p.sid in sessions)}
-            self._orphans_of = (self._version, sessions)
+        self._live_sessions(live_sids)
         if full:
             chosen = list(self._members.values())
         else:
@@ -324,8 +403,8 @@ class Tracker:
                         self._foreign[pid] = None      # a zombie: gone for us, though still listed
                     continue
                 if st.ppid != p.ppid or st.sid != p.sid:
-                    self._version += 1                 # re-parented (or a new session): orphans change
-                p.ppid, p.pgrp, p.sid = st.ppid, st.pgrp, st.sid
+                    self._moved_to(p, st.ppid, st.sid)  # re-parented (or a new session): orphans change
+                p.pgrp = st.pgrp
                 p.cpu_ticks = max(p.cpu_ticks, st.cpu_ticks)
                 p.rss_pages = st.rss_pages
             if full or run in mem_runs:
@@ -334,9 +413,7 @@ class Tracker:
                     self._vanish(self._pop(pid), snap)
                     continue
                 p.rss_pages, p.anon_pages = mem
-        if self._members_of is None or self._members_of[0] != self._version:   # shared until membership moves
-            self._members_of = (self._version, {run: list(procs.values()) for run, procs in self._by_run.items()})
-        snap.members = self._members_of[1]
+        snap.members = self._shared_members()
 
     def _keep_fd(self, p: Proc, name: str) -> int:
         """An fd kept open on the member's /proc file ``name``; -1 when the budget is spent (or the
