@@ -329,15 +329,17 @@ class NodeController:
                 if failures:
                     log.info("node heartbeat works again after %d failure(s)", failures)
                 failures = 0
-            self._check_walltime(now)  # needs no API: the walltime ends whether or not it answers
-            wake_at = min(next_lease, self.walltime.next_wakeup(now, self._pods.max_grace_period()))
+            # the longest grace period (a pass over every pod) matters only with a walltime
+            max_grace = self._pods.max_grace_period() if self.walltime.deadline is not None else 0.0
+            self._check_walltime(now, max_grace)  # needs no API: the walltime ends whether or not it answers
+            wake_at = min(next_lease, self.walltime.next_wakeup(now, max_grace))
             self._wake.wait(max(0.05, wake_at - self._clock()))
             self._wake.clear()
 
-    def _check_walltime(self, now: float) -> None:
+    def _check_walltime(self, now: float, max_grace: float) -> None:
         if self._drain_asked or self.machine.state is not NodeState.READY:
             return
-        if self.walltime.drain_due(now, self._pods.max_grace_period()):
+        if self.walltime.drain_due(now, max_grace):
             self._drain_asked = True
             self._on_drain_request("WalltimeExpired", f"walltime of {self.config.walltime}s ends in "
                                                       f"{self.walltime.alivetime(now)}s")

@@ -13,8 +13,9 @@ its parent, maybe an init that never reaps, collects it); /proc/<pid>/environ is
 per process, and only when nothing else attributed it.
 
 Cost: a scan lists /proc (only when /proc/loadavg says a task was created or reaped since the last
-listing) and reads the stat file of new pids only; members are kept by run, and a scan visits only
-those it reads (the orphans are found again only when membership or parentage changed). Members' statistics are read
+listing, and only when the caller asks: see ``process_scan._LIST_BUDGET``) and reads the stat file
+of new pids only; members are kept by run, and a scan visits only those it reads (the orphans are
+kept as membership and parentage change: ``parentage``). Members' statistics are read
 only when asked (``stat_runs`` / ``mem_runs`` / ``full``) - except orphans (a member whose parent is
 not a member: nobody in the run will reap it and fold its CPU time into their own), whose stat is
 read at every scan so that their CPU is not lost when they end. A member's stat and statm are read
@@ -33,6 +34,7 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from vkcmd.runtime.parentage import Parentage
 from vkcmd.runtime.process_stat import Stat, children_of, parse_stat, parse_statm, read_marker, read_stat
 
 #: fds vkcmd's limit keeps for everything else (pidfds, sockets, log files, inotify) before the tracker.
@@ -78,9 +80,8 @@ class Tracker:
         self._lock = threading.Lock()
         self._members: dict[int, Proc] = {}
         self._by_run: dict[str, dict[int, Proc]] = {}   # the same members, by run
-        self._orphans: set[int] = set()              # members whose parent is no member (see _orphan)
-        self._kids: dict[int, set[int]] = {}         # pid -> the members whose parent it is
-        self._sessions: frozenset[int] = frozenset()  # the live sessions the orphans were judged with
+        self._parentage = Parentage(self._members)   # the orphans among the members
+        self._orphans = self._parentage.orphans      # (the same set)
         self._shared: dict[str, list[Proc]] = {}     # the snapshots' members, shared until a run's change
         self._moved: set[str] = set()                # runs whose members changed since ``_shared``
         self._promoted_for: object = None            # the ``known`` the marked pids were last promoted with
@@ -128,7 +129,7 @@ class Tracker:
             current = self._list() if listing or self._listing is None else self._listing[1]
             if current is None:
                 return snap
-            self._live_sessions(live_sids)
+            self._parentage.live_sessions(live_sids)
             if current is not self._judged or self._claimed or self._unjudged:
                 for pid in self._members.keys() - current:
                     self._vanish(self._pop(pid), snap)
@@ -189,10 +190,7 @@ class Tracker:
         self._members[p.pid] = p
         self._by_run.setdefault(p.run_id, {})[p.pid] = p
         self._moved.add(p.run_id)
-        self._kids.setdefault(p.ppid, set()).add(p.pid)
-        self._orphan(p)
-        for kid in self._kids.get(p.pid, ()):
-            self._orphans.discard(kid)
+        self._parentage.added(p)
 
     def _pop(self, pid: int) -> Proc:
         """(lock held) ``pid`` is no member any more."""
@@ -202,47 +200,8 @@ class Tracker:
         if not run:
             del self._by_run[p.run_id]
         self._moved.add(p.run_id)
-        self._unkid(p)
-        self._orphans.discard(pid)
-        for kid in self._kids.get(pid, ()):
-            self._orphan(self._members[kid])
+        self._parentage.removed(p)
         return p
-
-    # The orphans - members whose parent is no member, but a live run's leader - are kept as
-    # membership, parentage and the live sessions change: O(changes) per scan, not O(members).
-
-    def _orphan(self, p: Proc) -> None:
-        """(lock held) Judge again whether member ``p`` is an orphan."""
-        if p.ppid not in self._members and not (p.pid == p.sid and p.sid in self._sessions):
-            self._orphans.add(p.pid)
-        else:
-            self._orphans.discard(p.pid)
-
-    def _unkid(self, p: Proc) -> None:
-        kids = self._kids.get(p.ppid)
-        if kids is not None:
-            kids.discard(p.pid)
-            if not kids:
-                del self._kids[p.ppid]
-
-    def _moved_to(self, p: Proc, ppid: int, sid: int) -> None:
-        """(lock held) Member ``p`` was re-parented or began a session."""
-        self._unkid(p)
-        p.ppid, p.sid = ppid, sid
-        self._kids.setdefault(ppid, set()).add(p.pid)
-        self._orphan(p)
-
-    def _live_sessions(self, live_sids: Mapping[int, str]) -> None:
-        """(lock held) The leaders of sessions that began or ended are judged again."""
-        sessions = frozenset(live_sids)
-        if sessions == self._sessions:
-            return
-        changed = sessions ^ self._sessions
-        self._sessions = sessions
-        for pid in changed:
-            p = self._members.get(pid)
-            if p is not None:
-                self._orphan(p)
 
     def _shared_members(self) -> dict[str, list[Proc]]:
         """(lock held) Every run's members for a snapshot: the previous snapshot's dict while no
@@ -290,9 +249,7 @@ class Tracker:
                 self._close(p)
             self._members.clear()
             self._by_run.clear()
-            self._orphans.clear()
-            self._kids.clear()
-            self._sessions = frozenset()
+            self._parentage.clear()
             self._shared, self._moved = {}, set()
             self._listing = self._promoted_for = self._judged = None
             self._foreign.clear()
@@ -386,7 +343,7 @@ class Tracker:
             for pid in list(self._by_run[run]):
                 self._close(self._pop(pid))
                 self._foreign[pid] = self._marked[pid] = run
-        self._live_sessions(live_sids)
+        self._parentage.live_sessions(live_sids)
         if full:
             chosen = list(self._members.values())
         else:
@@ -403,7 +360,7 @@ class Tracker:
                         self._foreign[pid] = None      # a zombie: gone for us, though still listed
                     continue
                 if st.ppid != p.ppid or st.sid != p.sid:
-                    self._moved_to(p, st.ppid, st.sid)  # re-parented (or a new session): orphans change
+                    self._parentage.moved(p, st.ppid, st.sid)  # re-parented (or a new session)
                 p.pgrp = st.pgrp
                 p.cpu_ticks = max(p.cpu_ticks, st.cpu_ticks)
                 p.rss_pages = st.rss_pages
