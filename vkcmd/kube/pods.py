@@ -115,10 +115,10 @@ class PodController:
     def status_changed(self, uid: str) -> None:
         """Queue the write. A pod's first status while it is still Pending (its containers being
         created) waits a moment: a Running that follows at once is then one write instead of two."""
-        published = self._provider.status(uid) if self._provider is not None else None
         with self._written_lock:
             first = uid not in self._written
-        if first and published is not None and published[1].get("phase") == "Pending":
+        published = self._provider.status(uid) if first and self._provider is not None else None
+        if published is not None and published[1].get("phase") == "Pending":
             self._status_queue.add_after(uid, PENDING_WRITE_DELAY)
         else:
             self._status_queue.add(uid)

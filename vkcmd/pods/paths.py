@@ -16,6 +16,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from vkcmd.pods.errors import WorkspaceError
 
@@ -24,6 +25,7 @@ DIR_MODE = 0o750
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _TMP_PREFIX = ".vkcmd-"
+REMOVED = ".removed"  # under the root: pod directories moved out of the workspace, being removed
 
 
 def check_label(kind: str, name: object) -> str:
@@ -270,18 +272,47 @@ class Workspace:
         namespace directory that is a symlink is refused (``WorkspaceError``);
         read-only files and directories are made writable first.
         """
+        return self._with_pod(namespace, pod, lambda ns_fd: _remove_in(ns_fd, pod)) is not None
+
+    def detach_pod(self, namespace: str, pod: str) -> str | None:
+        """Move ``<root>/<namespace>/<pod>`` out of the workspace in one rename, into
+        ``<root>/.removed/`` (no namespace has a name with a dot), and return where it went, for
+        :func:`remove_path`; None when there was nothing. The same checks as :meth:`remove_pod`
+        (a pod directory that is a symlink is moved as the link, never followed)."""
+        def move(ns_fd: int) -> str:
+            os.makedirs(os.path.join(self.root, REMOVED), mode=0o700, exist_ok=True)
+            trash_fd = _open_dir(None, os.path.join(self.root, REMOVED))
+            try:
+                name = f"{namespace}.{pod}.{secrets.token_hex(6)}"
+                os.rename(pod, name, src_dir_fd=ns_fd, dst_dir_fd=trash_fd)
+            finally:
+                os.close(trash_fd)
+            return os.path.join(self.root, REMOVED, name)
+        return self._with_pod(namespace, pod, move)
+
+    def removed(self) -> list[str]:
+        """What :meth:`detach_pod` moved out and nobody removed yet (vkcmd stopped meanwhile)."""
+        trash = os.path.join(self.root, REMOVED)
+        try:
+            return [os.path.join(trash, name) for name in sorted(os.listdir(trash))]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def _with_pod(self, namespace: str, pod: str, action: Callable[[int], Any]) -> Any:
+        """``action(fd of the namespace directory)`` when ``<root>/<namespace>/<pod>`` exists (its
+        result; None when it does not). Forgets the pod's lock; refuses a namespace symlink."""
         self.pod_dir(namespace, pod)
         with self._locks_guard:
             self._locks.pop((namespace, pod), None)
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False
+            return None
         try:
             try:
                 ns_fd = os.open(namespace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
             except FileNotFoundError:
-                return False
+                return None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise WorkspaceError(
@@ -292,9 +323,9 @@ class Workspace:
                 try:
                     os.stat(pod, dir_fd=ns_fd, follow_symlinks=False)
                 except FileNotFoundError:
-                    return False
-                _remove_in(ns_fd, pod)
-                return True
+                    return None
+                result = action(ns_fd)
+                return True if result is None else result
             finally:
                 os.close(ns_fd)
         finally:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from vkcmd.machines import POD_RUNNING, ContainerEvent as CE, ContainerState as CS, PodEvent as PE, PodState as PS
 from vkcmd.pods import Resolver, Workspace
+from vkcmd.pods.paths import remove_path
 from vkcmd.pods.podstatus import pod_status
 from vkcmd.provider import decide
 from vkcmd.provider.hooks import HOOKS, Hooks
@@ -40,6 +41,7 @@ log = logging.getLogger("vkcmd.provider")
 
 NORMAL, WARNING = "Normal", "Warning"
 SYNC_RETRY = 10.0  # seconds before a pod whose sync raised is synced again
+RECLAIM_PATIENCE = 10.0  # seconds a stop waits for the removal of detached pod directories
 
 
 class PodSink(Protocol):
@@ -86,6 +88,7 @@ class PodManager:
         self._metrics = metrics
         self._table = PodTable()  # the records and their indexes; the one lock
         self._queue = WorkQueue("pods")
+        self._reclaim = WorkQueue("pod-reclaim")  # paths of detached pod directories to remove
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._launcher = Launcher(runtime, workspace, resolver, sink, home=home, base_env=base_env,
@@ -104,11 +107,18 @@ class PodManager:
         if found:
             log.info("found %d run(s) from before the restart", found)
         self._threads = run_workers(self._queue, self._sync_or_retry, self._workers)
+        for leftover in self._workspace.removed():  # detached before a stop, not yet removed
+            self._reclaim.add(leftover)
+        self._threads += run_workers(self._reclaim, self._remove_detached, 1)
 
     def stop(self) -> None:
         """Stop the workers; processes keep running (vkcmd may be restarting)."""
         self._stopped.set()
         self._queue.shutdown()
+        deadline = time.monotonic() + RECLAIM_PATIENCE  # the detached directories go before vkcmd does
+        while len(self._reclaim) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._reclaim.shutdown()  # what is left is removed at the next start
         for thread in self._threads:
             thread.join(5)
 
@@ -277,8 +287,10 @@ class PodManager:
             self._runtime.forget(container.key)
             if self._logs and container.container_dir:
                 self._logs.unwatch(container.container_dir)
-        try:
-            self._workspace.remove_pod(record.namespace, record.name)
+        try:  # out of the workspace in one rename; its files are removed off the pod's path
+            detached = self._workspace.detach_pod(record.namespace, record.name)
+            if detached is not None:
+                self._reclaim.add(detached)
         except Exception:
             log.exception("could not remove the workspace of pod %s", record.key)
         if hasattr(self._resolver, "forget_pod"):
@@ -378,6 +390,13 @@ class PodManager:
             return parse_time(started) if started else self._clock()
         except ValueError:
             return self._clock()
+
+    def _remove_detached(self, path: str) -> None:
+        """(the pod-reclaim thread) Remove a pod directory ``detach_pod`` moved out of the workspace."""
+        try:
+            remove_path(path, missing_ok=True)
+        except Exception:
+            log.exception("could not remove the detached workspace %s", path)
 
     def _remove_workspace_of(self, container_dir: str) -> None:
         root = os.path.realpath(self._workspace.root)
