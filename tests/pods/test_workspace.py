@@ -193,3 +193,45 @@ def test_remove_pod_as_an_unprivileged_user():
         assert not os.path.lexists(ws.pod_dir("ns", "p1"))
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_detach_pod_moves_the_tree_out_in_one_rename_and_never_follows_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    ws = Workspace(tmp_path / "root")
+    cdir = ws.ensure_container("ns", "p1", "c1")
+    with open(os.path.join(cdir, "stdout"), "w") as handle:
+        handle.write("out")
+    os.symlink(outside, os.path.join(cdir, "dirlink"))
+    inode = os.stat(ws.pod_dir("ns", "p1")).st_ino
+    moved = ws.detach_pod("ns", "p1")
+    assert not os.path.lexists(ws.pod_dir("ns", "p1"))
+    assert os.path.dirname(moved) == os.path.join(ws.root, ".removed") and os.stat(moved).st_ino == inode
+    assert ws.pods() == [] and ws.removed() == [moved]
+    remove_path(moved)
+    assert ws.removed() == [] and (outside / "precious").read_text() == "keep me"
+    assert ws.detach_pod("ns", "p1") is None and ws.detach_pod("other", "p1") is None
+
+
+def test_detach_pod_of_a_symlinked_pod_directory_moves_only_the_link(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "containers").mkdir(parents=True)
+    ws = Workspace(tmp_path / "root")
+    os.makedirs(os.path.join(ws.root, "ns"))
+    os.symlink(outside, os.path.join(ws.root, "ns", "p1"))
+    moved = ws.detach_pod("ns", "p1")
+    assert os.path.islink(moved)
+    remove_path(moved)
+    assert (outside / "containers").is_dir()
+
+
+def test_detach_pod_refuses_a_namespace_symlink_out_of_the_root(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "p1" / "containers").mkdir(parents=True)
+    ws = Workspace(tmp_path / "root")
+    os.makedirs(ws.root)
+    os.symlink(outside, os.path.join(ws.root, "ns"))
+    with pytest.raises(WorkspaceError):
+        ws.detach_pod("ns", "p1")
+    assert (outside / "p1" / "containers").is_dir()

@@ -55,10 +55,10 @@ class FlakyResolver(StaticResolver):
 def provider(tmp_path):
     made = []
 
-    def make(resolver, probes=None):
+    def make(resolver, probes=None, sink=None):
         holder = {}
         runtime = Runtime(tmp_path / "state", on_exit=lambda report: holder["manager"].on_exit(report))
-        sink = RecordingSink()
+        sink = sink or RecordingSink()
         manager = PodManager(runtime, Workspace(str(tmp_path / "ws")), resolver, sink, pod_ip="10.0.0.9",
                              home=str(tmp_path), base_env={"PATH": os.environ["PATH"],
                                                            "VKCMD_TEST": str(tmp_path)},
@@ -357,3 +357,29 @@ def test_an_object_change_retries_only_pods_still_waiting_to_start(provider, mon
     monkeypatch.setattr(manager._queue, "add", lambda key: (queued.append(key), add(key))[1])
     manager.object_changed("ServiceAccountToken", "default", "default")
     assert queued == []
+
+
+def test_a_deleted_pods_directory_is_out_of_the_workspace_before_pod_gone_and_removed_after(provider, tmp_path):
+    """Issue 16 (delete waves): the tree is moved out in one rename on the pod's path, its files
+    removed by the pod-reclaim thread; what a stop left there is removed at the next start."""
+    ws_root = tmp_path / "ws"
+    leftover = ws_root / ".removed" / "default.old.0123456789ab" / "containers" / "c"
+    leftover.mkdir(parents=True)
+    (leftover / "stdout").write_text("from before a stop")
+    seen = {}
+
+    class Checking(RecordingSink):
+        def pod_gone(self, pod, final_status):
+            seen["dir"] = os.path.lexists(ws_root / "default" / pod["metadata"]["name"])
+            super().pod_gone(pod, final_status)
+
+    manager, sink = provider(StaticResolver(), sink=Checking())
+    body = pod("deleted", ["sleep", "60"])
+    manager.upsert(body)
+    wait_until(lambda: phase(manager, body["metadata"]["uid"]) == "Running", 10, "Running")
+    assert (ws_root / "default" / "deleted").is_dir()
+    manager.upsert({**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-27T00:00:01Z",
+                                         "deletionGracePeriodSeconds": 30}})
+    wait_until(lambda: sink.gone, 10, "pod_gone")
+    assert seen["dir"] is False
+    wait_until(lambda: not os.listdir(ws_root / ".removed"), 10, "the detached directories removed")
