@@ -25,6 +25,7 @@ class Parentage:
         self.orphans: set[int] = set()
         self._kids: dict[int, set[int]] = {}       # pid -> the members whose parent it is
         self._sessions: frozenset[int] = frozenset()   # the live sessions the orphans were judged with
+        self._sessions_of: object = None                # ... as the mapping given last (unchanged: not compared)
 
     def added(self, p: Member) -> None:
         """``p`` was just added to the members."""
@@ -49,6 +50,9 @@ class Parentage:
 
     def live_sessions(self, live_sids: Mapping[int, str]) -> None:
         """The leaders of sessions that began or ended are judged again."""
+        if live_sids is self._sessions_of:
+            return
+        self._sessions_of = live_sids
         sessions = frozenset(live_sids)
         if sessions == self._sessions:
             return
@@ -63,6 +67,7 @@ class Parentage:
         self.orphans.clear()
         self._kids.clear()
         self._sessions = frozenset()
+        self._sessions_of = None
 
     def _judge(self, p: Member) -> None:
         if p.ppid not in self._members and not (p.pid == p.sid and p.sid in self._sessions):

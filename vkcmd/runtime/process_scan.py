@@ -81,6 +81,7 @@ class Scanner:
         self._pgid_named: dict[str, int] = {}            # run id -> the group its pgid file names now
         self._following: set[str] = set()                # runs with a named_pgid set
         self._index = RunIndex()                         # what a cycle needs of the runs
+        self._kids: tuple = (None, -1, True)   # (vkcmd's children listed, table version, one leads no run)
 
     def run(self) -> None:
         """The thread's loop, until ``table.stopping``."""
@@ -156,12 +157,16 @@ class Scanner:
         return out
 
     def _own_child(self) -> bool:
-        """Whether vkcmd has a child that leads no run (or the kernel cannot tell)."""
+        """Whether vkcmd has a child that leads no run (or the kernel cannot tell). The list of
+        vkcmd's children (thousands of leaders) is looked through only when it or the runs changed."""
         kids = self.tracker.own_children()
         if kids is None:
             return True
         with self.table.lock:
-            return any(pid not in self.table.by_pid for pid in kids)
+            if (kids, self.table.version) != self._kids[:2]:
+                foreign = any(int(pid) not in self.table.by_pid for pid in kids.split())
+                self._kids = (kids, self.table.version, foreign)
+        return self._kids[2]
 
     def _list_interval(self) -> float:
         """Seconds between listings of /proc while nothing asks for one (see ``_LIST_BUDGET``)."""

@@ -95,10 +95,11 @@ def boot_id(proc: str = "/proc") -> str:
     return data.decode().strip() if data else ""
 
 
-def children_of(pid: int, proc: str = "/proc") -> set[int] | None:
-    """The children of every thread of ``pid`` now; None when the kernel cannot tell (no
-    ``CONFIG_PROC_CHILDREN``) or ``pid`` is gone."""
-    kids: set[int] = set()
+def children_of(pid: int, proc: str = "/proc") -> bytes | None:
+    """The pids of the children of every thread of ``pid`` now, as the kernel lists them (space
+    separated, by thread); None when the kernel cannot tell (no ``CONFIG_PROC_CHILDREN``) or
+    ``pid`` is gone."""
+    parts = []
     try:
         tasks = os.listdir(f"{proc}/{pid}/task")
     except OSError:
@@ -106,10 +107,10 @@ def children_of(pid: int, proc: str = "/proc") -> set[int] | None:
     for tid in tasks:
         try:
             with open(f"{proc}/{pid}/task/{tid}/children", "rb") as handle:
-                kids.update(map(int, handle.read().split()))
+                parts.append(handle.read())
         except FileNotFoundError:
             if tid == str(pid):
                 return None
         except OSError:
             continue
-    return kids
+    return b" ".join(parts)

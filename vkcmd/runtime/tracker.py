@@ -181,8 +181,8 @@ class Tracker:
         self._listing = (token, current) if token is not None else (None, current)
         return current
 
-    def own_children(self) -> set[int] | None:
-        """vkcmd's own children now (None when the kernel cannot tell)."""
+    def own_children(self) -> bytes | None:
+        """vkcmd's own children now, as ``children_of`` gives them (None when the kernel cannot tell)."""
         return children_of(self._self, self.proc)
 
     def _add(self, p: Proc) -> None:
