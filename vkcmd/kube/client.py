@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from vkcmd import __version__
+from vkcmd import __version__, certfacts
 from vkcmd.kube import kubeconfig
 from vkcmd.kube.credentials import CredentialError
 from vkcmd.kube.kubeconfig import ClusterAccess, KubeconfigError
@@ -172,16 +172,11 @@ class KubeClient:
         pair = self._current()[0].client_pair()
         if not pair:
             return None
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
-
-        try:
-            subject = x509.load_pem_x509_certificate(pair[0]).subject
+        try:  # (read without cryptography: a node that only checks its certificate need not load it)
+            found = certfacts.facts(pair[0])
         except ValueError:
             return None
-        names = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-        groups = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-        return (str(names[0]) if names else "", [str(g) for g in groups])
+        return (found.common_names[0] if found.common_names else "", list(found.organizations))
 
     # --- plain requests -----------------------------------------------------------
 
