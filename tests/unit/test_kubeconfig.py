@@ -282,7 +282,8 @@ def test_of_two_entries_with_one_name_the_first_wins(tmp_path):
 
 def test_exec_plugin_gets_its_env_args_and_exec_info(tmp_path):
     spec = plugin(tmp_path, TOKEN=SECRET, SEEN_FILE=str(tmp_path / "seen"))
-    path = write_config(tmp_path, {"server": "https://127.0.0.1:6443", "certificate-authority-data": b64(PKI.ca_cert_pem)},
+    path = write_config(tmp_path, {"server": "https://127.0.0.1:6443",
+                                   "certificate-authority-data": b64(PKI.ca_cert_pem)},
                         {"exec": {"apiVersion": "client.authentication.k8s.io/v1", **spec,
                                   "provideClusterInfo": True}})
     ours = kubeconfig.load(path)
@@ -516,7 +517,8 @@ def test_data_is_never_written_to_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
     pki = ClusterPKI()  # material the oracle has not seen (it keeps one temp file per content)
     pair = pki.issue_client_cert("fresh")
-    path = write_config(tmp_path, {"server": "https://127.0.0.1:6443", "certificate-authority-data": b64(pki.ca_cert_pem)},
+    path = write_config(tmp_path, {"server": "https://127.0.0.1:6443",
+                                   "certificate-authority-data": b64(pki.ca_cert_pem)},
                         {"client-certificate-data": b64(pair.cert_pem), "client-key-data": b64(pair.key_pem)})
     ours = kubeconfig.load(path)
     ours.ssl_context(ours.client_pair())

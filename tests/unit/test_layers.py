@@ -136,8 +136,8 @@ def test_allowed_exceptions_are_still_used():
 
 
 def test_no_vkcmd_module_imports_the_kubernetes_package():
-    found = [f"{path.relative_to(REPO)}:{line} imports {module}" for path in sources() for line, module in imports_of(path)
-             if module.split(".")[0] == "kubernetes"]
+    found = [f"{path.relative_to(REPO)}:{line} imports {module}"
+             for path in sources() for line, module in imports_of(path) if module.split(".")[0] == "kubernetes"]
     assert not found, "\n".join(found)
 
 
