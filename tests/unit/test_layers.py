@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 # One ordered table, lowest first: each row is one layer (its members may import one another).
 LAYERS: list[set[str]] = [
     {"fsm"},
-    {"vkcmd", "vkcmd.timefmt", "vkcmd.backoff", "vkcmd.workqueue", "vkcmd.logfmt", "vkcmd.certfacts"},  # utilities
+    {"vkcmd", "vkcmd.timefmt", "vkcmd.backoff", "vkcmd.workqueue", "vkcmd.logfmt", "vkcmd.certfacts", "vkcmd.keymaker"},  # utilities
     {"vkcmd.machines"},
     {"vkcmd.pods", "vkcmd.runtime", "vkcmd.containerlogs", "vkcmd.probing"},
     {"vkcmd.provider"},
