@@ -32,6 +32,13 @@ class Usage:
     started_at: float
     timestamp: float
 
+    def same_figures(self, other: Usage | None) -> bool:
+        """The same usage as ``other`` (of a later or earlier scan), whatever the scans' times."""
+        return other is not None and (self.cpu_seconds == other.cpu_seconds
+                                      and self.memory_working_set_bytes == other.memory_working_set_bytes
+                                      and self.memory_rss_bytes == other.memory_rss_bytes
+                                      and self.processes == other.processes and self.started_at == other.started_at)
+
 
 @dataclass(frozen=True)
 class NodeUsage:
