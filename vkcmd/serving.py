@@ -55,14 +55,13 @@ class NodeBackend:
         runs = self._runtime.usage()
         view = self._provider.stats_pods()
         host = self._runtime.node_usage()
-        memory = psutil.virtual_memory()
         if runs is not self._runs or view is not self._view or self._unstarted:
             self._measure_pods(view, runs)
         node = api.NodeUsage(start_time=self._boot, cpu_seconds=host.cpu_seconds,
                              memory_working_set_bytes=host.memory_working_set_bytes,
                              memory_rss_bytes=host.memory_working_set_bytes,
-                             memory_usage_bytes=host.memory_total_bytes - memory.free,
-                             memory_available_bytes=memory.available)
+                             memory_usage_bytes=host.memory_total_bytes - host.memory_free_bytes,
+                             memory_available_bytes=host.memory_available_bytes)
         return api.UsageSnapshot(taken_at=host.timestamp, node=node, pods=self._pods, measured_at=self._measured_at)
 
     def _measure_pods(self, view: Sequence[StatsPod], runs: Mapping[str, Usage]) -> None:

@@ -9,7 +9,7 @@ whose cumulative CPU or working set is 0, and one whose CPU decreased.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -46,6 +46,8 @@ class NodeUsage:
     memory_working_set_bytes: int      # total - available
     memory_total_bytes: int
     timestamp: float
+    memory_free_bytes: int = 0
+    memory_available_bytes: int = 0
 
 
 class CpuAccount:
@@ -57,13 +59,13 @@ class CpuAccount:
         self.lost_ticks = 0
         self.seconds = 0.0
 
-    def update(self, members: Iterable[Proc], vanished: Iterable[Proc]) -> float:
-        members = list(members)
-        pids = {p.pid for p in members}
-        for p in vanished:
-            if p.ppid not in pids:            # nobody in the run reaped it: its CPU went with it
-                self.lost_ticks += p.cpu_ticks
-        live = sum(p.cpu_ticks for p in members)
+    def update(self, members: Collection[Proc], vanished: Collection[Proc]) -> float:
+        if vanished:
+            pids = {p.pid for p in members}
+            for p in vanished:
+                if p.ppid not in pids:        # nobody in the run reaped it: its CPU went with it
+                    self.lost_ticks += p.cpu_ticks
+        live = sum([p.cpu_ticks for p in members])
         self.seconds = max(self.seconds, (live + self.lost_ticks) / CLK_TCK)
         return self.value
 
@@ -93,4 +95,5 @@ def node_usage() -> NodeUsage:
     vm = psutil.virtual_memory()
     return NodeUsage(cpu_seconds=max(busy, CPU_FLOOR_SECONDS),
                      memory_working_set_bytes=max(vm.total - vm.available, PAGE_SIZE),
-                     memory_total_bytes=vm.total, timestamp=time.time())
+                     memory_total_bytes=vm.total, timestamp=time.time(), memory_free_bytes=vm.free,
+                     memory_available_bytes=vm.available)
