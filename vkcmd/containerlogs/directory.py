@@ -81,19 +81,17 @@ class LogDir:
                 self.streams[name] = fresh
 
     def _update_all_held(self, writer: IndexWriter, *, live: bool) -> bool:
-        floor = 0
-        if not live:
-            for name in TRACKED:
-                writer.stat(self.dfd, name, self.streams[name])
-            floor = max(stream.last_t for stream in self.streams.values())
+        infos = writer.settled(self.dfd, self.streams, TRACKED)  # the sizes at one instant
+        floor = 0 if live else max(stream.last_t for stream in self.streams.values())
         changed = False
         for name in TRACKED:
-            changed |= self._update_held(writer, name, live=live, floor=floor)
+            changed |= self._update_held(writer, name, live=live, floor=floor, info=infos[name])
         return changed
 
-    def _update_held(self, writer: IndexWriter, name: str, *, live: bool, floor: int) -> bool:
+    def _update_held(self, writer: IndexWriter, name: str, *, live: bool, floor: int,
+                     info: os.stat_result | None | bool = True) -> bool:
         return writer.update(self.dfd, self.path, name, self.streams[name], live=live, floor=floor,
-                             keep_open=self.keep_open(self))
+                             keep_open=self.keep_open(self), info=info)
 
     def _in_dir(self, update: Callable[[], bool]) -> bool:
         try:

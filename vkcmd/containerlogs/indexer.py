@@ -31,6 +31,8 @@ log = logging.getLogger("vkcmd.containerlogs")
 
 _TRACKED_B = frozenset(name.encode() for name in TRACKED)
 _INDEX_B = {index_name(name).encode(): name for name in TRACKED}
+#: Events after which a stream file is read: new bytes, or the name now meaning another file
+_READ_NOW = inotify.IN_MODIFY | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM | inotify.IN_DELETE
 
 
 class LogIndexer:
@@ -385,8 +387,7 @@ class LogIndexer:
                     if container.wd is not None and self._update_all(container, live=True):
                         notify.add(container.path)
             # files are stamped in the order their first new bytes arrived (each stamp later than the last):
-            # a stream written first sorts first even when the other's bytes are found in the same batch;
-            # bytes in a file with no IN_MODIFY here were written after these events were read: last
+            # a stream written first sorts first even when the other's bytes are found in the same batch
             for (wd, raw) in sorted(touched, key=lambda key: first_data.get(key, count)):
                 mask = touched[(wd, raw)]
                 container = self._by_wd.get(wd)
@@ -398,7 +399,11 @@ class LogIndexer:
                     stream.loaded, stream.ino, stream.end, stream.last_t = True, None, 0, 0
                 elif mask & inotify.REPLACED:
                     container.streams[name].loaded = False
-                if self._update(container, name, live=True) or mask & (inotify.IN_CLOSE_WRITE | inotify.REPLACED):
+                # bytes in a file with no IN_MODIFY in this batch are read when their IN_MODIFY comes (it
+                # follows every write): read now, they would be stamped before other files' older bytes
+                if mask & _READ_NOW and self._update(container, name, live=True):
+                    notify.add(container.path)
+                if mask & (inotify.IN_CLOSE_WRITE | inotify.REPLACED):
                     notify.add(container.path)
             for wd in batch.gone:
                 container = self._by_wd.pop(wd, None)

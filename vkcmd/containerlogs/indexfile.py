@@ -160,6 +160,9 @@ def rewrite(dfd: int, name: str, ino: int, records: list[tuple[int, int]]) -> No
     safefs.rename_over(dfd, temp, final)
 
 
+_SETTLE_PASSES = 4
+
+
 class IndexWriter:
     """Brings indexes up to their stream files' sizes, and keeps the busiest open for appending.
 
@@ -191,11 +194,26 @@ class IndexWriter:
             load(dfd, name, stream, info.st_ino)
         return info
 
+    def settled(self, dfd: int, streams: dict[str, StreamIndex], names: tuple[str, ...]) -> dict[str, os.stat_result | None]:
+        """The stat of each of ``names`` at one instant: passes are repeated until two agree (no file
+        changed between them), so a file written after another is never seen grown while the other is
+        seen not yet written. A container writing without pause gets the last pass after a few tries."""
+        last = None
+        for _ in range(_SETTLE_PASSES):
+            infos = {name: self.stat(dfd, name, streams[name]) for name in names}
+            sizes = {name: (info.st_ino, info.st_size) if info else None for name, info in infos.items()}
+            if sizes == last:
+                break
+            last = sizes
+        return infos
+
     def update(self, dfd: int, directory: str, name: str, stream: StreamIndex, *, live: bool, floor: int,
-               keep_open: bool) -> bool:
+               keep_open: bool, info: os.stat_result | None | bool = True) -> bool:
         """Bring the index of ``name`` up to the file's size; True when a record was written.
-        ``keep_open``: the index may stay open for the next append (someone hears of its removal)."""
-        info = self.stat(dfd, name, stream)
+        ``keep_open``: the index may stay open for the next append (someone hears of its removal).
+        ``info``: the file's stat already taken (see ``settled``), or True to take it now."""
+        if info is True:
+            info = self.stat(dfd, name, stream)
         if info is None:
             return False
         try:

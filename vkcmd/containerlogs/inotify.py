@@ -21,15 +21,6 @@ REPLACED = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE  # the name now m
 GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED  # the watched directory itself
 
 
-def inotify_watch_limit() -> int | None:
-    """``/proc/sys/fs/inotify/max_user_watches`` (per user, shared by every process), None if unknown."""
-    try:
-        with open("/proc/sys/fs/inotify/max_user_watches") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
 def watch_limit() -> int | None:
     """``/proc/sys/fs/inotify/max_user_watches`` (per user, shared by every process), None if unknown."""
     try:

@@ -322,6 +322,10 @@ class NodeController:
                 self._update_alivetime(now)
             except ApiError as error:
                 failures += 1
+                # what the API shows is unknown now (the lifecycle controller may say Unknown by the time it
+                # answers): write the status at the first heartbeat that works, not when the node watch,
+                # whose back-off may have grown through the outage, reconnects
+                self._api_differs = True
                 if failures == 1 or failures % 30 == 0:
                     log.warning("node heartbeat failed (%d in a row): %s", failures, error)
                 next_lease = now + min(2.0, self.config.lease_renew_interval)
