@@ -114,21 +114,29 @@ class CpuRates:
         """(cumulative ns, nano-cores) for this sample; remembers it for the next one. The sample
         seen last, seen again (the same scan at the same ``at``), keeps the rate it had."""
         with self._lock:
-            previous = self._previous.get(key)
-            cumulative = max(MIN_CPU_NS, cpu_ns, previous[1] if previous else 0)
-            if previous and at == previous[0]:
-                self._previous[key] = (at, cumulative, previous[2])
-                return cumulative, previous[2]
-            if previous and at > previous[0]:
-                rate = (cumulative - previous[1]) / (at - previous[0])
-            elif at > start_time:
-                rate = cumulative / (at - start_time)  # first sample: the average since the run started
-            else:
-                rate = 0.0
-            nano_cores = max(0, int(rate))
-            if not previous or at >= previous[0]:
-                self._previous[key] = (at, cumulative, nano_cores)
-            return cumulative, nano_cores
+            return self.observe_held(key, start_time, at, cpu_ns)
+
+    def observe_held(self, key: str, start_time: float, at: float, cpu_ns: int) -> tuple[int, int]:
+        """``observe`` with ``lock`` held by the caller (once for thousands of samples)."""
+        previous = self._previous.get(key)
+        cumulative = max(MIN_CPU_NS, cpu_ns, previous[1] if previous else 0)
+        if previous and at == previous[0]:
+            self._previous[key] = (at, cumulative, previous[2])
+            return cumulative, previous[2]
+        if previous and at > previous[0]:
+            rate = (cumulative - previous[1]) / (at - previous[0])
+        elif at > start_time:
+            rate = cumulative / (at - start_time)  # first sample: the average since the run started
+        else:
+            rate = 0.0
+        nano_cores = max(0, int(rate))
+        if not previous or at >= previous[0]:
+            self._previous[key] = (at, cumulative, nano_cores)
+        return cumulative, nano_cores
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
 
     def retain(self, keys: Iterable[str]) -> None:
         """Forget every series not in ``keys`` (runs that ended)."""
@@ -143,8 +151,8 @@ class CpuRates:
 
 def _container_stats(container: ContainerUsage, measured: float, rates: CpuRates) -> ContainerStats:
     at = measured if container.timestamp is None else container.timestamp
-    cumulative, nano_cores = rates.observe(container.run_id, container.start_time, at,
-                                           int(container.cpu_seconds * NANO))
+    cumulative, nano_cores = rates.observe_held(container.run_id, container.start_time, at,
+                                                int(container.cpu_seconds * NANO))
     working_set = container.memory_working_set_bytes
     available = None
     if container.memory_limit_bytes is not None:
@@ -165,7 +173,7 @@ def _sum(usages: list[Usage], at: float | None) -> Usage:
 
 
 def _pod_stats(pod: PodUsage, measured: float, rates: CpuRates) -> tuple[PodStats, bool]:
-    """The pod's stats; True when they hold at a later scan of the same figures (no container carries
+    """(rates' lock held) The pod's stats; True when they hold at a later scan of the same figures (no container carries
     its own time)."""
     containers = tuple(_container_stats(c, measured, rates) for c in pod.containers)
     times = [c.usage.time for c in containers]
@@ -179,12 +187,12 @@ def _pod_stats(pod: PodUsage, measured: float, rates: CpuRates) -> tuple[PodStat
 
 
 def _same_rates(pod: PodUsage, stats: PodStats, measured: float, rates: CpuRates) -> bool:
-    """Whether ``stats`` (made at an earlier scan of the same figures) hold at ``measured``: each
+    """(rates' lock held) Whether ``stats`` (made at an earlier scan of the same figures) hold at ``measured``: each
     container's rate, observed at this scan, is the one it had."""
     for container, made in zip(pod.containers, stats.containers):
         if container.timestamp is None:
-            cumulative, nano_cores = rates.observe(container.run_id, container.start_time, measured,
-                                                   int(container.cpu_seconds * NANO))
+            cumulative, nano_cores = rates.observe_held(container.run_id, container.start_time, measured,
+                                                        int(container.cpu_seconds * NANO))
             if cumulative != made.usage.usage_core_nano_seconds or nano_cores != made.usage.usage_nano_cores:
                 return False
     return True
@@ -205,17 +213,19 @@ def compute(node_name: str, snapshot: UsageSnapshot, rates: CpuRates, memo: Stat
         seen: dict[int, tuple[PodUsage, PodStats, float]] = {}
         made: list[PodStats] = []
         runs: list[str] = []
-        for pod in snapshot.pods:
-            hit = old.get(id(pod))
-            if hit is not None and hit[0] is pod and (hit[2] == measured or _same_rates(pod, hit[1], measured, rates)):
-                stats, keep = hit[1], True
-            else:
-                stats, keep = _pod_stats(pod, measured, rates)
-            made.append(stats)
-            if keep:
-                seen[id(pod)] = (pod, stats, measured)
-            if pod.containers:
-                runs.extend([c.run_id for c in pod.containers])
+        with rates.lock:
+            for pod in snapshot.pods:
+                hit = old.get(id(pod))
+                if hit is not None and hit[0] is pod and (hit[2] == measured or
+                                                          _same_rates(pod, hit[1], measured, rates)):
+                    stats, keep = hit[1], True
+                else:
+                    stats, keep = _pod_stats(pod, measured, rates)
+                made.append(stats)
+                if keep:
+                    seen[id(pod)] = (pod, stats, measured)
+                if pod.containers:
+                    runs.extend([c.run_id for c in pod.containers])
         pods, cache = tuple(made), {}
         rates.retain(runs)
         if memo is not None:

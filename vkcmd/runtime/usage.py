@@ -80,12 +80,13 @@ class CpuAccount:
 
 def memory_of(members: Iterable[Proc]) -> tuple[int, int]:
     """(RSS bytes, working set bytes); the working set is at least a page when there is a process."""
-    rss = anon = n = 0
-    for p in members:
-        rss += p.rss_pages
-        anon += p.anon_pages
-        n += 1
-    return rss * PAGE_SIZE, max(anon, 1 if n else 0) * PAGE_SIZE
+    members = members if isinstance(members, (list, tuple)) else list(members)
+    if len(members) == 1:
+        p = members[0]
+        return p.rss_pages * PAGE_SIZE, max(p.anon_pages, 1) * PAGE_SIZE
+    rss = sum([p.rss_pages for p in members])
+    anon = sum([p.anon_pages for p in members])
+    return rss * PAGE_SIZE, max(anon, 1 if members else 0) * PAGE_SIZE
 
 
 def node_usage() -> NodeUsage:
