@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from fsm import LogObserver
 from vkcmd.config import ConfigError, Settings
 from vkcmd.kube import bootstrap
-from vkcmd.kube.client import ApiError, KubeClient
+from vkcmd.kube.client import ApiError, KubeClient, KubeconfigError
 from vkcmd.kube.events import EventRecorder
 from vkcmd.kube.node import NodeConfig, NodeController
 from vkcmd.kube.objects import ClusterObjects
@@ -178,7 +178,7 @@ class App:
         if s.serving_cert_bootstrap and not cert_file:
             cert_file, key_file = self._cluster_serving_pair()
         context = tls_context(cert_file, key_file, state_dir=s.state_dir, node_name=s.node_name,
-                              addresses=[s.pod_ip], client_ca=s.client_ca_file or self.client.configuration.ssl_ca_cert)
+                              addresses=[s.pod_ip], client_ca=s.client_ca_file or self.client.ca_file)
         self.serving_rotation = None
         if s.serving_cert_bootstrap and cert_file and cert_file != s.tls_cert_file:  # the cluster's pair
             # the reload hook: new handshakes use the renewed pair (an SSLContext takes a new chain in place)
@@ -312,7 +312,7 @@ def run(settings: Settings) -> int:
     app = App(settings)
     try:
         app.build()
-    except (ConfigError, TLSFileError) as error:
+    except (ConfigError, TLSFileError, KubeconfigError) as error:
         print(f"vkcmd: {error}", flush=True, file=sys.stderr)
         return 2
     except (bootstrap.BootstrapError, ApiError) as error:  # (never a credential in these messages)

@@ -16,6 +16,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +146,32 @@ def _directory(raw: str) -> str:
     return str(path.absolute())
 
 
-def _quantity(raw: str) -> str:
-    from kubernetes.utils import parse_quantity
+_QUANTITY = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([KMGTPE]i)|([numkMGTPE])|[eE]([+-]?[0-9]+))?")
+_DECIMAL_SI = {"n": -3, "u": -2, "m": -1, "k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 
+
+def parse_quantity(quantity: str | int | Decimal) -> Decimal:
+    """A Kubernetes quantity (``500m``, ``8Gi``, ``1e3``, ``1.5``) as a Decimal; ValueError when it is not one.
+
+    The grammar of apimachinery's ``resource.Quantity``: a signed decimal, then
+    a binary suffix (Ki..Ei), a decimal one (n u m k M G T P E) or an exponent.
+    """
+    if isinstance(quantity, (int, Decimal)) and not isinstance(quantity, bool):
+        return Decimal(quantity)
+    match = _QUANTITY.fullmatch(quantity) if isinstance(quantity, str) else None
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    number, binary, decimal, exponent = match.groups()
+    if binary:
+        return Decimal(number) * (Decimal(1024) ** ("KMGTPE".index(binary[0]) + 1))
+    if decimal:
+        return Decimal(number) * (Decimal(1000) ** _DECIMAL_SI[decimal])
+    return Decimal(f"{number}e{exponent}") if exponent else Decimal(number)
+
+
+def _quantity(raw: str) -> str:
     try:
-        value = parse_quantity(raw)
+        value = parse_quantity(raw.strip())
     except ValueError:
         raise ValueError("expected a Kubernetes quantity such as 4, 500m, 8Gi") from None
     if value <= 0:

@@ -19,7 +19,9 @@ import psutil
 from vkcmd.kubeletapi import backend as api
 from vkcmd.kubeletapi import tls
 from vkcmd.provider import PodManager
+from vkcmd.provider.podtable import StatsPod
 from vkcmd.runtime import Runtime, execs
+from vkcmd.runtime.usage import Usage
 from vkcmd.runtime.spawn import RunInfo
 from vkcmd import containerlogs
 from vkcmd.containerlogs import LogIndexer
@@ -34,63 +36,75 @@ class NodeBackend:
         self._runtime = runtime
         self._indexer = indexer
         self._boot = psutil.boot_time()
-        self._started: dict[str, tuple[str, float]] = {}  # pod uid -> (status.startTime, parsed)
-        self._pod_usage: dict[str, tuple[tuple, list, api.PodUsage]] = {}  # pod uid -> (key, runs, usage)
+        # what usage() made last, and of what: reused while neither the runs' usage nor the pods changed
+        self._runs: Mapping[str, Any] | None = None
+        self._view: Sequence[Any] | None = None
+        self._pods: tuple[api.PodUsage, ...] = ()
+        self._measured_at: float | None = None
+        self._unstarted = False   # a pod without startTime: stamped with the time of each call
+        self._pod_usage: dict[str, tuple[Any, tuple[str, ...], tuple, api.PodUsage]] = {}  # uid -> (entry, keys, runs, usage)
 
     def list_pods(self) -> Sequence[Mapping[str, Any]]:
         return self._provider.pods()
 
     def usage(self) -> api.UsageSnapshot:
+        """The node now, the pods as the runtime's latest scan measured them: the same ``pods`` (the
+        same ``PodUsage`` of a pod whose figures did not change) while they are the same, so that
+        ``summary.compute`` and the answers built of it are made once per scan. One caller at a time
+        (the kubelet API's ``StatsSource`` calls it under its lock)."""
         runs = self._runtime.usage()
+        view = self._provider.stats_pods()
         host = self._runtime.node_usage()
-        memory = psutil.virtual_memory()
-        pods = []
-        started_cache, seen = self._started, set()
-        memo, kept = self._pod_usage, {}
-        for pod in self._provider.pods():
-            meta, status = pod["metadata"], pod.get("status") or {}
-            uid = meta["uid"]
-            started = status.get("startTime")
-            names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-            measured = [(name, runs.get(f"{uid}/{name}")) for name in names]
-            # the same PodUsage object while the runtime's snapshot is the same (summary.compute memoises by it)
-            key = (meta["namespace"], meta["name"], started, *(id(run) for _, run in measured))
-            hit = memo.get(uid)
-            if started and hit is not None and hit[0] == key:
-                pods.append(hit[2])
-                kept[uid] = hit
-                seen.add(uid)
-                continue
-            containers = []
-            for name, run in measured:
-                if run is None:
-                    continue
-                containers.append(api.ContainerUsage(
-                    name, f"{uid}/{name}@{run.started_at}", run.started_at, run.cpu_seconds,
-                    run.memory_working_set_bytes, run.memory_rss_bytes, run.memory_rss_bytes, run.processes,
-                    timestamp=run.timestamp))
-            if started:
-                cached = started_cache.get(uid)
-                if cached is None or cached[0] != started:
-                    cached = started_cache[uid] = (started, parse_time(started))
-                seen.add(uid)
-                start_time = cached[1]
-            else:
-                start_time = time.time()
-            usage = api.PodUsage(meta["namespace"], meta["name"], uid, start_time, tuple(containers))
-            pods.append(usage)
-            if started:
-                kept[uid] = (key, [run for _, run in measured], usage)   # the runs keep their ids unique
-        self._pod_usage = kept
-        if len(started_cache) > len(seen):
-            for uid in started_cache.keys() - seen:
-                del started_cache[uid]
+        if runs is not self._runs or view is not self._view or self._unstarted:
+            self._measure_pods(view, runs)
         node = api.NodeUsage(start_time=self._boot, cpu_seconds=host.cpu_seconds,
                              memory_working_set_bytes=host.memory_working_set_bytes,
                              memory_rss_bytes=host.memory_working_set_bytes,
-                             memory_usage_bytes=host.memory_total_bytes - memory.free,
-                             memory_available_bytes=memory.available)
-        return api.UsageSnapshot(taken_at=host.timestamp, node=node, pods=tuple(pods))
+                             memory_usage_bytes=host.memory_total_bytes - host.memory_free_bytes,
+                             memory_available_bytes=host.memory_available_bytes)
+        return api.UsageSnapshot(taken_at=host.timestamp, node=node, pods=self._pods, measured_at=self._measured_at)
+
+    def _measure_pods(self, view: Sequence[StatsPod], runs: Mapping[str, Usage]) -> None:
+        """The pods' usage from the runs' (all of one scan, at ``measured_at``); a pod whose entry and
+        runs' figures are those of the last call keeps its ``PodUsage``."""
+        measured_at = next(iter(runs.values())).timestamp if runs else None
+        memo, kept, pods, unstarted = self._pod_usage, {}, [], False
+        for entry in view:
+            uid = entry.uid
+            hit = memo.get(uid)
+            if hit is not None and hit[0] is entry:
+                keys = hit[1]
+                measured = tuple(map(runs.get, keys))
+                if _unchanged(measured, hit[2], measured_at):
+                    pods.append(hit[3])
+                    kept[uid] = hit
+                    continue
+            else:
+                keys = tuple(f"{uid}/{name}" for name in entry.containers)
+                measured = tuple(map(runs.get, keys))
+            containers, time_free = [], entry.start_time is not None
+            for name, run in zip(entry.containers, measured):
+                if run is None:
+                    continue
+                stamp = None if run.timestamp == measured_at else run.timestamp
+                time_free = time_free and stamp is None
+                containers.append(api.ContainerUsage(
+                    name, f"{uid}/{name}@{run.started_at}", run.started_at, run.cpu_seconds,
+                    run.memory_working_set_bytes, run.memory_rss_bytes, run.memory_rss_bytes, run.processes,
+                    timestamp=stamp))
+            if entry.start_time is None:
+                start_time, unstarted = time.time(), True
+            elif hit is not None and hit[0].start_time == entry.start_time:
+                start_time = hit[3].start_time
+            else:
+                start_time = parse_time(entry.start_time)
+            usage = api.PodUsage(entry.namespace, entry.name, uid, start_time, tuple(containers))
+            pods.append(usage)
+            if time_free:
+                kept[uid] = (entry, keys, measured, usage)
+        self._pod_usage = kept
+        self._pods, self._measured_at, self._unstarted = tuple(pods), measured_at, unstarted
+        self._runs, self._view = runs, view
 
     def open_container_log(self, namespace: str, pod: str, container: str, options: api.LogOptions,
                            stop: threading.Event) -> Iterator[bytes]:
@@ -127,6 +141,14 @@ class NodeBackend:
         if run is None:
             raise api.NotFound(f'container not found ("{container}")')
         return _ExecTarget(run)
+
+
+def _unchanged(runs: Sequence[Usage | None], before: Sequence[Usage | None], measured_at: float | None) -> bool:
+    """Whether each container has the run it had, with the same figures, measured by the scan at ``measured_at``."""
+    for run, was in zip(runs, before):
+        if run is not was and (run is None or run.timestamp != measured_at or not run.same_figures(was)):
+            return False
+    return True
 
 
 class _Output:

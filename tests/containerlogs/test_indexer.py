@@ -331,7 +331,7 @@ def test_a_real_process_alternating_streams(indexer, container_dir):
     indexer.watch(container_dir)
     out = open(os.path.join(container_dir, "stdout"), "ab")
     err = open(os.path.join(container_dir, "stderr"), "ab")
-    proc = subprocess.Popen(["bash", "-c", "for i in 1 2 3; do echo o$i; sleep 0.03; echo e$i >&2; sleep 0.03; done"],
+    proc = subprocess.Popen(["bash", "-c", "for i in 1 2 3; do echo o$i; sleep 0.1; echo e$i >&2; sleep 0.1; done"],
                             stdout=out, stderr=err, start_new_session=True)
     out.close()
     err.close()

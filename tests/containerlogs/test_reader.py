@@ -95,7 +95,10 @@ def read(container_dir, indexer, running=False, **options):
     return b"".join(stream_logs(container_dir, LogOptions(**options), is_running=lambda: running, indexer=indexer))
 
 
-ALTERNATING = "for i in 1 2 3 4 5 6; do echo out$i; sleep 0.03; echo err$i >&2; sleep 0.03; done"
+# Writes to the two files are ordered at the indexer's resolution: one inotify batch (a few ms when idle;
+# 200 ms seen on a machine at load 17, where 30 ms gaps let two lines of stderr share a stamp before a
+# line of stdout written between them). The gaps here leave that margin.
+ALTERNATING = "for i in 1 2 3 4 5 6; do echo out$i; sleep 0.1; echo err$i >&2; sleep 0.1; done"
 EXPECTED = b"".join(b"out%d\nerr%d\n" % (i, i) for i in range(1, 7))
 
 
@@ -177,7 +180,7 @@ def test_limit_bytes_cuts_the_output_even_mid_line(container_dir, indexer, runne
 def test_follow_streams_until_the_process_ends_and_includes_the_last_line(container_dir, indexer, runner):
     indexer.watch(container_dir)
     proc = runner.start(container_dir,
-                        "for i in 1 2 3 4; do echo line$i; sleep 0.05; done; echo last >&2; sleep 0.05; printf 'no newline'")
+                        "for i in 1 2 3 4; do echo line$i; sleep 0.1; done; echo last >&2; sleep 0.1; printf 'no newline'")
     got, arrivals = [], []
     started = time.monotonic()
     for chunk in stream_logs(container_dir, LogOptions(follow=True), is_running=lambda: proc.poll() is None,
@@ -194,7 +197,7 @@ def test_follow_with_tail_gives_the_tail_then_new_lines(container_dir, indexer, 
     # stdout and stderr are two files ordered by arrival time: lines of the two streams are ordered
     # when written some milliseconds apart (the sleeps), not within the same instant
     indexer.watch(container_dir)
-    runner.run(container_dir, "for i in 1 2 3; do echo old$i; done; sleep 0.05; echo old4 >&2")
+    runner.run(container_dir, "for i in 1 2 3; do echo old$i; done; sleep 0.1; echo old4 >&2")
     running = True
     chunks = []
 
@@ -208,7 +211,7 @@ def test_follow_with_tail_gives_the_tail_then_new_lines(container_dir, indexer, 
     try:
         wait_until(lambda: b"".join(chunks).count(b"\n") >= 2)
         assert b"".join(chunks) == b"old3\nold4\n"
-        runner.run(container_dir, "echo new1; sleep 0.03; echo new2 >&2")
+        runner.run(container_dir, "echo new1; sleep 0.1; echo new2 >&2")
         wait_until(lambda: b"".join(chunks).endswith(b"new2\n"))
     finally:
         running = False
@@ -265,7 +268,7 @@ def test_previous_after_rotate(container_dir, indexer, runner):
     with pytest.raises(PreviousNotFound) as caught:
         read(container_dir, indexer, previous=True)
     assert str(caught.value) == 'previous terminated container "app" in pod "web" not found'
-    runner.run(container_dir, "echo first run; sleep 0.05; echo oops >&2; exit 3")
+    runner.run(container_dir, "echo first run; sleep 0.1; echo oops >&2; exit 3")
     indexer.rotate(container_dir)
     runner.run(container_dir, "echo second run")
     assert read(container_dir, indexer, previous=True) == b"first run\noops\n"
@@ -341,7 +344,7 @@ def test_a_truncated_file_is_read_from_its_new_start(container_dir, indexer):
 def test_long_lines_and_big_output(container_dir, indexer, runner):
     indexer.watch(container_dir)
     # (the pauses keep the two streams' writes apart by more than the indexer's reaction time)
-    runner.run(container_dir, "head -c 3000000 /dev/zero | tr '\\0' x; echo; sleep 0.05; echo short >&2; sleep 0.05; "
+    runner.run(container_dir, "head -c 3000000 /dev/zero | tr '\\0' x; echo; sleep 0.1; echo short >&2; sleep 0.1; "
                               "seq 1 20000")
     out = read(container_dir, indexer)
     assert out.count(b"x") == 3_000_000
@@ -361,7 +364,7 @@ def test_many_writers_many_containers(tmp_path, indexer, runner):
         path.mkdir()
         dirs.append(str(path))
         indexer.watch(str(path))
-    procs = [runner.start(path, "for i in 1 2 3; do echo o$i; sleep 0.05; echo e$i >&2; sleep 0.05; done")
+    procs = [runner.start(path, "for i in 1 2 3; do echo o$i; sleep 0.1; echo e$i >&2; sleep 0.1; done")
              for path in dirs]
     for proc in procs:
         proc.wait(timeout=10)

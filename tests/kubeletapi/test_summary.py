@@ -7,7 +7,7 @@ import threading
 import time
 
 from vkcmd.kubeletapi.backend import ContainerUsage, NodeUsage, PodUsage, UsageSnapshot
-from vkcmd.kubeletapi.summary import CpuRates, StatsSource, compute, encode, rfc3339, to_json
+from vkcmd.kubeletapi.summary import CpuRates, StatsMemo, StatsSource, compute, encode, rfc3339, to_json
 
 NODE = NodeUsage(start_time=1_700_000_000.0, cpu_seconds=5000.0, memory_working_set_bytes=2_000_000_000,
                  memory_rss_bytes=1_500_000_000, memory_usage_bytes=3_000_000_000,
@@ -142,13 +142,13 @@ def test_a_pod_usage_seen_again_keeps_its_stats_and_a_new_scan_gets_new_rates():
     """Issue 16: at 5000 pods every request rebuilt and re-encoded every pod from a background scan
     that changes every few seconds. A PodUsage handed out again (the same scan) keeps its PodStats
     (and its JSON); the next scan's gets its rate against the previous sample."""
-    rates, memo = CpuRates(), {}
+    rates, memo = CpuRates(), StatsMemo()
     old = PodUsage("ns", "p", "uid-1", 1_700_000_050.0, (ContainerUsage("c", "r1", 1000.0, 2.0, 10, 10, 10,
                                                                          timestamp=1010.0),))
     first = compute("n", UsageSnapshot(1011.0, NODE, (old,)), rates, memo)
     encode(first)
     again = compute("n", UsageSnapshot(1012.0, NODE, (old,)), rates, memo)
-    assert again.pods[0] is first.pods[0] and again.pods[0].text is not None
+    assert again.pods[0] is first.pods[0] and again.pods[0].parts is not None
     assert encode(again) == json.dumps(to_json(again), separators=(",", ":")).encode()
     new = PodUsage("ns", "p", "uid-1", 1_700_000_050.0, (ContainerUsage("c", "r1", 1000.0, 7.0, 10, 10, 10,
                                                                          timestamp=1020.0),))

@@ -7,6 +7,8 @@ import http.client
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 
 import pytest
 from cryptography import x509
@@ -25,6 +27,34 @@ def _served_certificate(port: int) -> bytes:
     context.verify_mode = ssl.CERT_NONE
     with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as sock:
         return sock.getpeercert(binary_form=True)
+
+
+def test_a_node_that_keeps_its_pair_never_loads_cryptography(tmp_path):
+    """Checking a kept pair (and the client CA, and serving with it) is ssl's and certfacts' work: the
+    ~11 MiB of ``cryptography`` are loaded only to make a pair. Also an encrypted key is refused, never
+    a passphrase asked for on the terminal."""
+    state = str(tmp_path / "state")
+    cert, key = tls.self_signed_pair(state, "vk-node")  # (this process loads cryptography to make it)
+    code = ("import sys, vkcmd.app; from vkcmd.kubeletapi import tls; from vkcmd.kube import bootstrap; "
+            f"pair = tls.self_signed_pair({state!r}, 'vk-node'); assert pair == ({cert!r}, {key!r}); "
+            f"tls.server_context(*pair, {cert!r}); "
+            "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = tls.self_signed_pair(str(tmp_path / "state"), "vk-node")
+    loaded = serialization.load_pem_private_key(open(key, "rb").read(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(loaded.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.BestAvailableEncryption(b"secret")))
+    with pytest.raises(ConfigError, match="expected an unencrypted PEM private key"):
+        tls.check_pair(cert, str(encrypted))
 
 
 def test_self_signed_pair_is_generated_once_and_reused(tmp_path):

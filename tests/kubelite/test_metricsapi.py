@@ -137,3 +137,35 @@ def test_metrics_are_authorized_by_rbac(control_plane, kube_client, kubectl, nod
     allowed = wait_for(lambda: (lambda p: p if p.returncode == 0 or "forbidden" not in p.stderr.lower() else None)(
         dave("top", "pods", "-n", namespace)), timeout=10, interval=0.5, what="RBAC grant to take effect")
     assert "forbidden" not in allowed.stderr.lower(), allowed.stderr
+
+
+def test_a_pod_whose_reading_did_not_move_since_the_last_scrape_stays_listed():
+    """The kubelet refreshes pod readings less often than the node's (vkcmd: a paced background scan);
+    a scrape between two pod readings pairs the pod with its reading before, as metrics-server's storage
+    does, so the pod does not drop out of metrics.k8s.io (before: 'kubectl top pods' said 'metrics not
+    available yet' right after the same pod had been listed)."""
+    from tools.kubelite.metricsapi import MetricsApi
+    from tools.kubelite.metricsscrape import parse, rate
+
+    readings = iter([  # (pod cpu s, pod time), (node cpu s, node time)
+        ((1.0, 1000.0), (10.0, 1000.0)),
+        ((1.0, 1000.0), (11.0, 1001.0)),  # the pod's reading did not move
+        ((2.0, 1002.0), (12.0, 1002.0)),
+        ((2.0, 1002.0), (13.0, 1003.0)),  # nor here
+        ((2.0, 1002.0), (14.0, 1004.0)),  # nor here
+    ])
+
+    def fetch(node, ctx):
+        (cpu, at), (node_cpu, node_at) = next(readings)
+        return parse(_exposition({("p", "c"): (cpu, 2048, at)}, node=(node_cpu, 4096, node_at)))
+
+    metrics = MetricsApi(None, None, fetch=fetch)
+    node = {"metadata": {"name": "n"}}
+    pod_rates = []
+    for _ in range(5):
+        metrics._scrape(node)
+        kept = metrics._samples["n"]
+        pair = (kept[0][1], kept[-1][1]) if len(kept) == 2 else None
+        pod_rates.append(pair and rate(pair[0].containers.get(("ns", "p", "c")), pair[1].containers.get(("ns", "p", "c"))))
+    assert pod_rates[:2] == [None, None]  # no two readings of the pod yet
+    assert [(u.nanocores, u.time, u.window) for u in pod_rates[2:]] == [(500_000_000, 1002.0, 2.0)] * 3

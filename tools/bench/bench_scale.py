@@ -119,7 +119,12 @@ def baseline(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         rss = vk.memory_info().rss
         report.figure("RSS of a node with no pod", rss / 2**20, 40 * 10**6 / 2**20, "MiB", "{:.1f}")
         report.info("  threads / fds", f"{vk.num_threads()} / {vk.num_fds()}")
+        full = vk.memory_full_info()
+        report.info("  of which private (USS) / proportional (PSS)",
+                    f"{full.uss / 2**20:.1f} / {full.pss / 2**20:.1f} MiB")
+        report.info("  cryptography loaded", str(any("cryptography" in (m.path or "") for m in vk.memory_maps())))
     report.info("  floor: bare interpreter (python -c pass)", f"{bare_rss('pass') / 2**20:.1f} MiB")
+    report.info("  floor: interpreter + import vkcmd.app", f"{bare_rss('import vkcmd.app') / 2**20:.1f} MiB")
     report.info("  context: interpreter + import kubernetes", f"{bare_rss('import kubernetes') / 2**20:.1f} MiB")
 
 

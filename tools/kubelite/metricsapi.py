@@ -75,6 +75,21 @@ def _usage(u: Usage) -> dict:
     return {"cpu": f"{u.nanocores}n", "memory": f"{u.memory // 1024}Ki"}
 
 
+def _previous_points(older: Scrape, last: Scrape, new: Scrape) -> Scrape:
+    """What ``new`` pairs with, container by container, as metrics-server's storage keeps it: a
+    container whose point moved since ``last`` pairs with that point; one whose point did not move (the
+    kubelet's pod readings are refreshed less often than its node reading) keeps pairing with the point
+    before, so a scrape in between does not make the pod vanish from metrics.k8s.io."""
+    previous = Scrape(node=last.node)
+    for key, point in new.containers.items():
+        seen = last.containers.get(key)
+        if seen is not None and point.time > seen.time:
+            previous.containers[key] = seen
+        elif seen is not None and key in older.containers:
+            previous.containers[key] = older.containers[key]
+    return previous
+
+
 def _ready(node: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (node.get("status") or {}).get("conditions") or [])
@@ -106,7 +121,9 @@ class MetricsApi:
                 and scrape.node.time <= kept[-1][1].node.time:
             kept[-1] = (self._clock(), kept[-1][1])  # the kubelet's reading did not move: still fresh
             return
-        kept.append((self._clock(), scrape))
+        if len(kept) == 2:
+            kept[1] = (kept[1][0], _previous_points(kept[0][1], kept[1][1], scrape))
+        kept.append((self._clock(), scrape))  # (the older of the two drops out)
 
     def _refresh(self, nodes: list[dict]) -> None:
         """Bring every node to two samples, the newest younger than ``max_age`` (two ~1 s apart at first)."""

@@ -9,7 +9,10 @@ times; the format is :mod:`vkcmd.containerlogs.indexfile`'s. Knows nothing of Ku
 how processes are spawned.
 
 When what is found is stamped (live, or from the file's mtime when nobody watched) and when an
-index is reset is told in :mod:`vkcmd.containerlogs.indexfile`.
+index is reset is told in :mod:`vkcmd.containerlogs.indexfile`. The order of stdout against stderr is
+exact to the indexer's latency: bytes are stamped when their file is read, so writes to both files
+closer together than one batch (a few ms when idle, more when the machine is starved) may share it;
+a catch-up reads both files' sizes at one instant, so it never puts a later write first.
 """
 
 from __future__ import annotations

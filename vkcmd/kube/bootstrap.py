@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ipaddress
 import logging
 import os
 import threading
@@ -23,11 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from vkcmd import certfacts, keymaker
 from vkcmd.backoff import Backoff
 from vkcmd.kube.client import ApiError, KubeClient
 
@@ -87,7 +83,7 @@ def _current_cluster(config: dict[str, Any], base: Path) -> dict[str, Any]:
     return cluster
 
 
-def client_certificate(kubeconfig: str) -> x509.Certificate | None:
+def client_certificate(kubeconfig: str) -> certfacts.CertificateFacts | None:
     """The client certificate the kubeconfig's current user presents, or None (none, or unreadable)."""
     try:
         path = Path(kubeconfig)
@@ -99,7 +95,7 @@ def client_certificate(kubeconfig: str) -> x509.Certificate | None:
             pem = (path.parent / user["client-certificate"]).read_bytes()
         else:
             return None
-        return x509.load_pem_x509_certificate(pem)
+        return certfacts.facts(pem)
     except (OSError, ValueError, yaml.YAMLError, AttributeError):
         return None
 
@@ -110,8 +106,8 @@ def needs_bootstrap(kubeconfig: str, now: datetime.datetime | None = None) -> st
         return f"{kubeconfig} does not exist"
     cert = client_certificate(kubeconfig)
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    if cert is not None and cert.not_valid_after_utc <= now:
-        return f"the client certificate of {kubeconfig} expired at {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+    if cert is not None and cert.not_after <= now:
+        return f"the client certificate of {kubeconfig} expired at {cert.not_after:%Y-%m-%dT%H:%M:%SZ}"
     return None
 
 
@@ -132,18 +128,12 @@ def write_node_kubeconfig(kubeconfig: str, cluster: dict[str, Any], key_pem: byt
 
 def key_and_csr(common_name: str, organizations: Sequence[str], *, dns: Sequence[str] = (),
                 ips: Sequence[str] = ()) -> tuple[bytes, bytes]:
-    """A fresh P-256 key (PEM) and a CSR for it (PEM) with the given subject and alternative names."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-                        + [x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    csr = builder.sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+    """A fresh P-256 key (PEM) and a CSR for it (PEM) with the given subject and alternative names
+    (made in a child process: the node never maps ``cryptography``)."""
+    try:
+        return keymaker.key_and_csr(common_name, organizations, dns=dns, ips=ips)
+    except keymaker.KeyMakerError as error:
+        raise BootstrapError(str(error)) from None
 
 
 def request_certificate(client: KubeClient, csr_pem: bytes, signer: str, usages: Sequence[str], *,
@@ -202,9 +192,9 @@ def bootstrap(kubeconfig: str, bootstrap_kubeconfig: str, node_name: str, *, tim
     finally:
         client.close()
     write_node_kubeconfig(kubeconfig, cluster, key_pem, cert_pem)
-    cert = x509.load_pem_x509_certificate(cert_pem)
+    cert = certfacts.facts(cert_pem)
     log.info("node client certificate for system:node:%s valid until %s; written to %s", node_name,
-             f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}", kubeconfig)
+             f"{cert.not_after:%Y-%m-%dT%H:%M:%SZ}", kubeconfig)
     return True
 
 
@@ -220,7 +210,7 @@ class CertificateRotation:
 
     def __init__(self, client: KubeClient, kubeconfig: str, node_name: str, *,
                  on_renewed: Callable[[], None], timeout: float = 300.0,
-                 certificate: Callable[[], x509.Certificate | None] | None = None,
+                 certificate: Callable[[], certfacts.CertificateFacts | None] | None = None,
                  renew: Callable[[threading.Event], bytes] | None = None, name: str = "cert-rotation") -> None:
         self._client = client
         self._kubeconfig = kubeconfig
@@ -247,7 +237,7 @@ class CertificateRotation:
         cert = self._certificate()
         if cert is None:
             return None
-        issued, expires = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        issued, expires = cert.not_before.timestamp(), cert.not_after.timestamp()
         return issued + RENEW_AT * (expires - issued)
 
     def start(self) -> None:
@@ -278,7 +268,7 @@ class CertificateRotation:
                 self._on_renewed()
                 backoff.reset()
                 log.info("%s: certificate renewed; valid until %s", self._name,
-                         f"{x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+                         f"{certfacts.facts(cert_pem).not_after:%Y-%m-%dT%H:%M:%SZ}")
             except (ApiError, BootstrapError, OSError) as error:
                 wait = backoff.next()
                 log.warning("%s: renewing the certificate failed: %s; retrying in %.0fs", self._name, error, wait)
@@ -311,9 +301,9 @@ def serving_rotation(client: KubeClient, node_name: str, addresses: Sequence[str
     is the kubelet API's reload hook (the app reloads the server's SSL context with it)."""
     cert_file, key_file = serving_paths(directory)
 
-    def certificate() -> x509.Certificate | None:
+    def certificate() -> certfacts.CertificateFacts | None:
         try:
-            return x509.load_pem_x509_certificate(cert_file.read_bytes())
+            return certfacts.facts(cert_file.read_bytes())
         except (OSError, ValueError):
             return None
 

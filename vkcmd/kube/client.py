@@ -1,28 +1,39 @@
-"""The one edge to the Kubernetes API: raw JSON requests and watch streams.
+"""The one edge to the Kubernetes API: raw JSON requests and watch streams on urllib3.
 
-The ``kubernetes`` package provides configuration (kubeconfig, in-cluster,
-token refresh), authentication and the connection pool; objects stay plain
-dicts, which is several times cheaper than the generated models. API failures
-become :class:`ApiError` here and nowhere else.
+Where the cluster is and who we are come from :mod:`vkcmd.kube.kubeconfig`
+(kubeconfig or in-cluster; tokens and exec credentials kept fresh by
+:mod:`vkcmd.kube.credentials`); this module owns the connection pool and the
+requests. Objects stay plain dicts, several times cheaper than generated
+models (and the ``kubernetes`` package is not imported: ~19 MiB of RSS). API
+failures become :class:`ApiError` here and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import kubernetes
 import urllib3
+
+from vkcmd import __version__, certfacts
+from vkcmd.kube import kubeconfig
+from vkcmd.kube.credentials import CredentialError
+from vkcmd.kube.kubeconfig import ClusterAccess, KubeconfigError
 
 log = logging.getLogger("vkcmd.kube.client")
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+USER_AGENT = f"vkcmd/{__version__} (linux)"
+__all__ = ["ApiError", "KubeClient", "KubeconfigError", "WatchStream", "path"]
 
 RequestObserver = Callable[[str, int, float], None]  # verb, HTTP status (0 = no answer), seconds
 
@@ -76,67 +87,96 @@ def path(*, group: str = "", version: str = "v1", resource: str, namespace: str 
 class KubeClient:
     """Thread-safe raw-JSON access to one cluster."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, *,
-                 observer: RequestObserver | None = None, timeout: float = 30.0) -> None:
-        self._api = api_client
+    def __init__(self, access: ClusterAccess, *, observer: RequestObserver | None = None, timeout: float = 30.0,
+                 pool_size: int = 32) -> None:
+        self._access = access
         self._observer = observer
         self._timeout = timeout
-        self._retired: list[kubernetes.client.ApiClient] = []
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._retired: list[tuple[ClusterAccess, urllib3.PoolManager]] = []
+        self._pair = access.client_pair() if access.server.startswith("https") else None
+        self._pool = self._new_pool(access, self._pair)
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: str | None, *, observer: RequestObserver | None = None,
+    def from_kubeconfig(cls, kubeconfig_path: str | None, *, observer: RequestObserver | None = None,
                         pool_size: int = 32) -> KubeClient:
-        """A client for ``kubeconfig``, or the in-cluster service account when it is None."""
-        configuration = kubernetes.client.Configuration()
-        if kubeconfig is None:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-        else:
-            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
-                                               persist_config=False)
-        configuration.connection_pool_maxsize = pool_size
+        """A client for ``kubeconfig_path``, or the in-cluster service account when it is None.
+
+        Raises :class:`KubeconfigError` (one line, no secret) when it cannot be used."""
+        access = kubeconfig.in_cluster() if kubeconfig_path is None else kubeconfig.load(kubeconfig_path)
+        return cls(access, observer=observer, pool_size=pool_size)
+
+    @property
+    def server(self) -> str:
+        return self._access.server
+
+    @property
+    def ca_file(self) -> str | None:
+        """A path to the cluster's CA (the kubeconfig's file, or an in-memory copy), or None."""
+        return self._access.ca_file()
+
+    def _new_pool(self, access: ClusterAccess, pair: tuple[bytes, bytes | None] | None) -> urllib3.PoolManager:
         # At most one quick retry of a connection that could not be made (a pooled keep-alive one the
         # server dropped): callers retry with their own back-off, and urllib3's default retries would
         # triple every failure (and its log lines) while the API is down.
-        configuration.retries = urllib3.util.Retry(total=1, connect=1, read=0, redirect=0, status=0,
-                                                   raise_on_redirect=False, raise_on_status=False)
-        return cls(kubernetes.client.ApiClient(configuration), observer=observer)
+        retries = urllib3.util.Retry(total=1, connect=1, read=0, redirect=0, status=0,
+                                     raise_on_redirect=False, raise_on_status=False)
+        options: dict[str, Any] = {"maxsize": self._pool_size, "retries": retries}
+        if access.server.startswith("https"):
+            options.update(ssl_context=access.ssl_context(pair),
+                           cert_reqs=ssl.CERT_REQUIRED if access.verify else ssl.CERT_NONE)
+            if access.tls_server_name:
+                options["server_hostname"] = access.tls_server_name
+            if not access.verify:
+                options["assert_hostname"] = False
+        if access.proxy:
+            return urllib3.ProxyManager(access.proxy, **options)
+        return urllib3.PoolManager(**options)
 
-    @property
-    def configuration(self) -> kubernetes.client.Configuration:
-        return self._api.configuration
+    def _current(self) -> tuple[ClusterAccess, urllib3.PoolManager]:
+        """The access and its pool; a new pool when an exec plugin issued a new client certificate."""
+        access, pool = self._access, self._pool
+        if access.server.startswith("https"):
+            pair = access.client_pair()
+            if pair is not self._pair:
+                with self._lock:
+                    if pair is not self._pair and access is self._access:
+                        self._retired.append((access, self._pool))
+                        self._pool, self._pair = self._new_pool(access, pair), pair
+                    pool = self._pool
+        return access, pool
 
-    def reload(self, kubeconfig: str) -> None:
-        """Use the credentials ``kubeconfig`` names now (a renewed certificate), without a restart.
+    def reload(self, kubeconfig_path: str) -> None:
+        """Use the credentials ``kubeconfig_path`` names now (a renewed certificate), without a restart.
 
         Requests from now on use new connections; those in flight (watches)
         finish on the old ones, closed at :meth:`close`.
         """
-        pool = self._api.configuration.connection_pool_maxsize
-        fresh = KubeClient.from_kubeconfig(kubeconfig, pool_size=pool)
-        self._retired.append(self._api)
-        self._api = fresh._api
+        access = kubeconfig.load(kubeconfig_path)
+        pair = access.client_pair() if access.server.startswith("https") else None
+        pool = self._new_pool(access, pair)
+        with self._lock:
+            self._retired.append((self._access, self._pool))
+            self._access, self._pool, self._pair = access, pool, pair
 
     def close(self) -> None:
-        for retired in self._retired:
-            retired.close()
-        self._api.close()
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for access, pool in [*retired, (self._access, self._pool)]:
+            pool.clear()
+            access.close()
 
     def certificate_identity(self) -> tuple[str, list[str]] | None:
         """(user, groups) of the client certificate — its CN and Os — or None when it has none."""
-        cert_file = self.configuration.cert_file
-        if not cert_file:
+        pair = self._current()[0].client_pair()
+        if not pair:
             return None
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
-
-        try:
-            with open(cert_file, "rb") as handle:
-                subject = x509.load_pem_x509_certificate(handle.read()).subject
-        except (OSError, ValueError):
+        try:  # (read without cryptography: a node that only checks its certificate need not load it)
+            found = certfacts.facts(pair[0])
+        except ValueError:
             return None
-        names = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-        groups = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-        return (str(names[0]) if names else "", [str(g) for g in groups])
+        return (found.common_names[0] if found.common_names else "", list(found.organizations))
 
     # --- plain requests -----------------------------------------------------------
 
@@ -185,16 +225,20 @@ class KubeClient:
 
     def _send(self, method: str, resource_path: str, query: Mapping[str, Any] | None, body: Any,
               content_type: str, timeout: Any, watch: bool = False) -> urllib3.BaseHTTPResponse:
-        """One request straight on the configuration's urllib3 pool: the body encoded once, compact,
-        and none of the generated client's per-call sanitising (objects here are plain JSON already).
-        The credentials come from the configuration on every call, so a refreshed token is used."""
-        api = self._api
+        """One request on the pool: the body encoded once, compact (objects here are plain JSON already).
+        The credentials are asked for on every call, so a refreshed token is used."""
+        access, pool = self._current()
         query_pairs = [(key, _query_value(value)) for key, value in (query or {}).items() if value is not None]
-        url = api.configuration.host + resource_path
+        url = access.server + resource_path
         if query_pairs:
             url += "?" + urlencode(query_pairs)
-        headers = {**api.default_headers, "Accept": "application/json", "Content-Type": content_type}
-        api.update_params_for_auth(headers, [], ["BearerToken"], resource_path, method, None)
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": USER_AGENT}
+        try:
+            authorization = access.credentials.authorization()
+        except CredentialError as error:  # an exec plugin that fails now: no request can be made
+            raise ApiError(0, "NoCredentials", str(error)) from None
+        if authorization:
+            headers["Authorization"] = authorization
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         if isinstance(timeout, tuple):
             timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
@@ -203,13 +247,15 @@ class KubeClient:
         verb = _verb(method, watch)
         started = time.monotonic()
         try:
-            response = api.rest_client.pool_manager.urlopen(method, url, body=data, headers=headers,
-                                                            timeout=timeout, preload_content=False)
+            response = pool.urlopen(method, url, body=data, headers=headers, timeout=timeout,
+                                    preload_content=False)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self._observe(verb, 0, started)
             raise ApiError(0, "Unreachable", str(error)) from None
         self._observe(verb, response.status, started)
         if response.status >= 400:
+            if response.status == 401:  # a token the server no longer takes: fetch a new one next time
+                access.credentials.expire()
             try:
                 data = response.read()
             finally:

@@ -103,7 +103,7 @@ class ContainerUsage:
     memory_usage_bytes: int  # rss plus what else the kernel charges (here: >= working set)
     process_count: int = 1
     memory_limit_bytes: int | None = None
-    timestamp: float | None = None  # unix seconds it was measured (its scan); None: the snapshot's taken_at
+    timestamp: float | None = None  # unix seconds it was measured; None: the snapshot's measured_at
 
 
 @dataclass(slots=True)
@@ -131,12 +131,14 @@ class NodeUsage:
 
 @dataclass(frozen=True)
 class UsageSnapshot:
-    """The node and every pod, taken at ``taken_at`` - except containers that carry the time of the
-    scan they come from (a background scan a little earlier)."""
+    """The node and every pod, taken at ``taken_at``; containers at ``measured_at`` (the background
+    scan they come from, a little earlier) unless one carries its own ``timestamp``. The backend may
+    hand out the same ``pods`` (and ``PodUsage`` objects) again while nothing in them changed."""
 
     taken_at: float  # unix seconds
     node: NodeUsage
     pods: Sequence[PodUsage] = field(default_factory=tuple)
+    measured_at: float | None = None  # unix seconds of the scan its containers come from; None: taken_at
 
 
 # --- exec ------------------------------------------------------------------------------

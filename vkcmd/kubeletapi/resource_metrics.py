@@ -66,55 +66,69 @@ def _series(name: str, kind: str, help_text: str, samples: list[str]) -> Iterato
             yield f"{name}{sample}"
 
 
-def _pod_samples(pod: PodStats) -> tuple[list[str], list[str], list[str], str | None, str | None]:
-    """The pod's samples of each family (container CPU, memory, start time; pod CPU, memory), made once
-    per ``PodStats`` (one is reused while its scan is the latest)."""
+def _pod_samples(pod: PodStats) -> tuple[list[tuple[str, float | None]], list[tuple[str, float | None]], list[str],
+                                         tuple[str, float | None] | None, tuple[str, float | None] | None]:
+    """The pod's samples of each family (container CPU, memory, start time; pod CPU, memory), each
+    with its time (None: the scan's), made once per ``PodStats`` (one is kept while its figures stay)."""
     if pod.lines is not None:
         return pod.lines
     cpu, memory, start = [], [], []
     for c in pod.containers:
         labels = _container_labels(c.name, pod.name, pod.namespace)
-        cpu.append(f"{labels} {_number(c.usage.usage_core_nano_seconds / NANO)} {_ms(c.usage.time)}")
-        memory.append(f"{labels} {_number(c.usage.working_set_bytes)} {_ms(c.usage.time)}")
+        cpu.append((f"{labels} {_number(c.usage.usage_core_nano_seconds / NANO)}", c.usage.time))
+        memory.append((f"{labels} {_number(c.usage.working_set_bytes)}", c.usage.time))
         if c.start_time > 0:
             start.append(f"{labels} {_number(c.start_time)}")
     pod_cpu = pod_memory = None
     if pod.containers:
         labels = _pod_labels(pod.name, pod.namespace)
-        pod_cpu = f"{labels} {_number(pod.usage.usage_core_nano_seconds / NANO)} {_ms(pod.usage.time)}"
-        pod_memory = f"{labels} {_number(pod.usage.working_set_bytes)} {_ms(pod.usage.time)}"
+        pod_cpu = (f"{labels} {_number(pod.usage.usage_core_nano_seconds / NANO)}", pod.usage.time)
+        pod_memory = (f"{labels} {_number(pod.usage.working_set_bytes)}", pod.usage.time)
     pod.lines = (cpu, memory, start, pod_cpu, pod_memory)
     return pod.lines
 
 
-def _lines(stats: Stats) -> Iterator[str]:
-    samples = [_pod_samples(pod) for pod in stats.pods]
-    node = stats.node.usage
-    yield from _series("container_cpu_usage_seconds_total", "counter",
+def _pods_text(stats: Stats) -> tuple[str, str]:
+    """The lines before the node's (the container families) and after them (the pod families, the
+    error gauges), built once per pods and scan."""
+    built = stats.cache.get("resource")
+    if built is not None:
+        return built
+    scan = _ms(stats.measured_at)
+    samples = [pod.lines or _pod_samples(pod) for pod in stats.pods]
+
+    def stamped(sample: tuple[str, float | None]) -> str:
+        return f"{sample[0]} {scan if sample[1] is None else _ms(sample[1])}"
+
+    before = [*_series("container_cpu_usage_seconds_total", "counter",
                        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
-                       [line for s in samples for line in s[0]])
-    yield from _series("container_memory_working_set_bytes", "gauge",
+                       [stamped(line) for s in samples for line in s[0]]),
+              *_series("container_memory_working_set_bytes", "gauge",
                        "[STABLE] Current working set of the container in bytes",
-                       [line for s in samples for line in s[1]])
-    yield from _series("container_start_time_seconds", "gauge",
+                       [stamped(line) for s in samples for line in s[1]]),
+              *_series("container_start_time_seconds", "gauge",
                        "[STABLE] Start time of the container since unix epoch in seconds",
-                       [line for s in samples for line in s[2]])
-    yield from _series("node_cpu_usage_seconds_total", "counter",
-                       "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
-                       [f" {_number(node.usage_core_nano_seconds / NANO)} {_ms(node.time)}"])
-    yield from _series("node_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the node in bytes",
-                       [f" {_number(node.working_set_bytes)} {_ms(node.time)}"])
-    yield from _series("pod_cpu_usage_seconds_total", "counter",
-                       "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
-                       [s[3] for s in samples if s[3] is not None])
-    yield from _series("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes",
-                       [s[4] for s in samples if s[4] is not None])
-    yield from _scrape_errors(0)
+                       [line for s in samples for line in s[2]])]
+    after = [*_series("pod_cpu_usage_seconds_total", "counter",
+                      "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+                      [stamped(s[3]) for s in samples if s[3] is not None]),
+             *_series("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes",
+                      [stamped(s[4]) for s in samples if s[4] is not None]),
+             *_scrape_errors(0)]
+    built = stats.cache["resource"] = ("\n".join(before), "\n".join(after))
+    return built
 
 
 def render(stats: Stats) -> str:
-    """The full exposition for ``stats``."""
-    return "\n".join(_lines(stats)) + "\n"
+    """The full exposition for ``stats``: the pods' lines once per scan (``_pods_text``), the node's per call."""
+    before, after = _pods_text(stats)
+    node = stats.node.usage
+    lines = [*_series("node_cpu_usage_seconds_total", "counter",
+                      "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+                      [f" {_number(node.usage_core_nano_seconds / NANO)} {_ms(node.time)}"]),
+             *_series("node_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the node in bytes",
+                      [f" {_number(node.working_set_bytes)} {_ms(node.time)}"])]
+    return "\n".join([before, *lines, after] if before else [*lines, after]) + "\n"
 
 
 def render_error() -> str:

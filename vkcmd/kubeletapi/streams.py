@@ -26,6 +26,7 @@ log = logging.getLogger("vkcmd.kubeletapi.streams")
 REMOTECOMMAND = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 STREAM_WAIT = 30.0  # the kubelet's stream creation timeout
 _TRUE = ("1", "true", "True")
+FIRST_SIZE_WAIT = 5.0  # s: how long a terminal exec waits for the client's first size
 
 
 def negotiate(offered: list[str], supported: tuple[str, ...]) -> str:
@@ -199,7 +200,9 @@ def _pump(read: Callable[[], bytes], send: Callable[[bytes], None]) -> None:
 def _run(session: spdy.Session, streams: _Streams, target: ExecTarget, command: list[str],
          flags: dict[str, bool], protocol: str) -> None:
     if "resize" in streams.ids:
-        streams.sized.wait(1.0)  # the client sends the terminal's size at once: start the command in it
+        # the client sends the terminal's size at once: start the command in it (a full-screen program
+        # reads it at start); bounded for a client that never sends one, generous for a loaded machine
+        streams.sized.wait(FIRST_SIZE_WAIT)
     try:
         started = target.start(command, tty=flags["tty"], stdin=flags["input"])
     except NonZeroExit as error:  # as a shell reports it: the message on stderr, then 126 or 127

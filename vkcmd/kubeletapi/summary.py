@@ -7,7 +7,9 @@ that measured it, so a background scan served twice keeps its rate); :func:`to_j
 ``k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary`` and :func:`encode` the same
 document as compact JSON bytes, built as text; ``resource_metrics`` renders
 the same :class:`Stats` as Prometheus text. :class:`StatsSource` makes one scan
-serve every caller for about a second. No HTTP here.
+serve every caller for about a second. With a :class:`StatsMemo`, a pod whose figures did not change
+keeps its ``PodStats`` (and its text) from one scan to the next, and the pods' part of each answer is
+built once per scan: a request joins it to the node's. No HTTP here.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from vkcmd.kubeletapi.backend import ContainerUsage, UsageSnapshot
+from vkcmd.kubeletapi.backend import ContainerUsage, PodUsage, UsageSnapshot
 
 NANO = 1_000_000_000
 MIN_CPU_NS = 1000  # 1 µs: a live run never shows 0 CPU (metrics-server would drop its pod)
@@ -31,9 +33,11 @@ NODE_KEY = "\x00node"  # the node's own CPU series in CpuRates (never a run id)
 # plain slotted dataclasses, several times cheaper to make than frozen ones. Never change one.
 @dataclass(slots=True)
 class Usage:
-    """CPU and memory of one node, pod or container at ``time`` (unix seconds)."""
+    """CPU and memory of one node, pod or container at ``time`` (unix seconds). None: at the scan the
+    stats come from (``Stats.measured_at``), or for a pod with no container, when they were taken
+    (``Stats.taken_at``): a pod's stats are then kept from one scan to the next while its figures stay."""
 
-    time: float
+    time: float | None
     usage_nano_cores: int
     usage_core_nano_seconds: int
     working_set_bytes: int
@@ -58,8 +62,8 @@ class PodStats:
     containers: tuple[ContainerStats, ...]
     usage: Usage
     process_count: int
-    text: str | None = None             # its JSON, once encoded (a PodStats is reused while unchanged)
-    lines: tuple | None = None          # its Prometheus samples, once rendered (resource_metrics)
+    parts: list[str] | None = None      # its JSON split where its unset times go, once encoded
+    lines: tuple | None = None          # its Prometheus samples without their unset times (resource_metrics)
 
 
 @dataclass(slots=True)
@@ -74,6 +78,24 @@ class Stats:
     node: NodeStats
     pods: tuple[PodStats, ...]
     taken_at: float
+    measured_at: float                  # the scan the pods come from (their unset times)
+    cache: dict[str, Any] = field(default_factory=dict)   # the pods' part of each answer, shared by
+                                                          # the Stats of the same pods and scan
+
+
+class StatsMemo:
+    """What :func:`compute` keeps from one call to the next: the stats of each ``PodUsage`` (by id,
+    with the object itself, so that a reused id is never taken for it, and the scan time they were
+    made for), and the last pods, their stats and ``cache``."""
+
+    __slots__ = ("by_usage", "pods", "measured_at", "stats", "cache")
+
+    def __init__(self) -> None:
+        self.by_usage: dict[int, tuple[PodUsage, PodStats, float]] = {}
+        self.pods: Any = None
+        self.measured_at: float | None = None
+        self.stats: tuple[PodStats, ...] = ()
+        self.cache: dict[str, Any] = {}
 
 
 class CpuRates:
@@ -92,21 +114,29 @@ class CpuRates:
         """(cumulative ns, nano-cores) for this sample; remembers it for the next one. The sample
         seen last, seen again (the same scan at the same ``at``), keeps the rate it had."""
         with self._lock:
-            previous = self._previous.get(key)
-            cumulative = max(MIN_CPU_NS, cpu_ns, previous[1] if previous else 0)
-            if previous and at == previous[0]:
-                self._previous[key] = (at, cumulative, previous[2])
-                return cumulative, previous[2]
-            if previous and at > previous[0]:
-                rate = (cumulative - previous[1]) / (at - previous[0])
-            elif at > start_time:
-                rate = cumulative / (at - start_time)  # first sample: the average since the run started
-            else:
-                rate = 0.0
-            nano_cores = max(0, int(rate))
-            if not previous or at >= previous[0]:
-                self._previous[key] = (at, cumulative, nano_cores)
-            return cumulative, nano_cores
+            return self.observe_held(key, start_time, at, cpu_ns)
+
+    def observe_held(self, key: str, start_time: float, at: float, cpu_ns: int) -> tuple[int, int]:
+        """``observe`` with ``lock`` held by the caller (once for thousands of samples)."""
+        previous = self._previous.get(key)
+        cumulative = max(MIN_CPU_NS, cpu_ns, previous[1] if previous else 0)
+        if previous and at == previous[0]:
+            self._previous[key] = (at, cumulative, previous[2])
+            return cumulative, previous[2]
+        if previous and at > previous[0]:
+            rate = (cumulative - previous[1]) / (at - previous[0])
+        elif at > start_time:
+            rate = cumulative / (at - start_time)  # first sample: the average since the run started
+        else:
+            rate = 0.0
+        nano_cores = max(0, int(rate))
+        if not previous or at >= previous[0]:
+            self._previous[key] = (at, cumulative, nano_cores)
+        return cumulative, nano_cores
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
 
     def retain(self, keys: Iterable[str]) -> None:
         """Forget every series not in ``keys`` (runs that ended)."""
@@ -119,21 +149,20 @@ class CpuRates:
         return len(self._previous)
 
 
-def _container_stats(container: ContainerUsage, at: float, rates: CpuRates) -> ContainerStats:
-    if container.timestamp is not None:
-        at = container.timestamp
-    cumulative, nano_cores = rates.observe(container.run_id, container.start_time, at,
-                                           int(container.cpu_seconds * NANO))
+def _container_stats(container: ContainerUsage, measured: float, rates: CpuRates) -> ContainerStats:
+    at = measured if container.timestamp is None else container.timestamp
+    cumulative, nano_cores = rates.observe_held(container.run_id, container.start_time, at,
+                                                int(container.cpu_seconds * NANO))
     working_set = container.memory_working_set_bytes
     available = None
     if container.memory_limit_bytes is not None:
         available = max(0, container.memory_limit_bytes - working_set)
-    usage = Usage(at, nano_cores, cumulative, working_set, container.memory_rss_bytes,
+    usage = Usage(container.timestamp, nano_cores, cumulative, working_set, container.memory_rss_bytes,
                   max(container.memory_usage_bytes, working_set), available)
     return ContainerStats(container.name, container.start_time, usage)
 
 
-def _sum(usages: list[Usage], at: float) -> Usage:
+def _sum(usages: list[Usage], at: float | None) -> Usage:
     if len(usages) == 1:
         u = usages[0]
         return Usage(at, u.usage_nano_cores, u.usage_core_nano_seconds, u.working_set_bytes, u.rss_bytes,
@@ -143,41 +172,74 @@ def _sum(usages: list[Usage], at: float) -> Usage:
                  sum(u.usage_bytes for u in usages))
 
 
-def compute(node_name: str, snapshot: UsageSnapshot, rates: CpuRates,
-            memo: dict[int, tuple[Any, PodStats]] | None = None) -> Stats:
+def _pod_stats(pod: PodUsage, measured: float, rates: CpuRates) -> tuple[PodStats, bool]:
+    """(rates' lock held) The pod's stats; True when they hold at a later scan of the same figures (no container carries
+    its own time)."""
+    containers = tuple(_container_stats(c, measured, rates) for c in pod.containers)
+    times = [c.usage.time for c in containers]
+    if all(t is None for t in times):
+        at, keep = None, True
+    else:
+        at, keep = max(measured if t is None else t for t in times), all(t is not None for t in times)
+    stats = PodStats(pod.namespace, pod.name, pod.uid, pod.start_time, containers,
+                     _sum([c.usage for c in containers], at), sum(c.process_count for c in pod.containers))
+    return stats, keep
+
+
+def _same_rates(pod: PodUsage, stats: PodStats, measured: float, rates: CpuRates) -> bool:
+    """(rates' lock held) Whether ``stats`` (made at an earlier scan of the same figures) hold at ``measured``: each
+    container's rate, observed at this scan, is the one it had."""
+    for container, made in zip(pod.containers, stats.containers):
+        if container.timestamp is None:
+            cumulative, nano_cores = rates.observe_held(container.run_id, container.start_time, measured,
+                                                        int(container.cpu_seconds * NANO))
+            if cumulative != made.usage.usage_core_nano_seconds or nano_cores != made.usage.usage_nano_cores:
+                return False
+    return True
+
+
+def compute(node_name: str, snapshot: UsageSnapshot, rates: CpuRates, memo: StatsMemo | None = None) -> Stats:
     """Stats for one snapshot; updates ``rates`` (and forgets runs no longer present). With ``memo``
     (kept by the caller between calls), a ``PodUsage`` seen before - the same object, which the
-    backend hands out again while the background scan it comes from is the latest - gets the
-    ``PodStats`` it got then: its samples carry their scan's time, so the rates are the same."""
+    backend hands out again while its figures are the same - keeps the ``PodStats`` it got then as
+    long as its rates are the same at this scan; the same ``pods`` at the same scan keep their
+    stats and the parts of the answers built of them."""
     at = snapshot.taken_at
-    pods: list[PodStats] = []
-    runs: list[str] = []
-    seen: dict[int, tuple[Any, PodStats]] = {}
-    for pod in snapshot.pods:
-        runs.extend(c.run_id for c in pod.containers)
+    measured = at if snapshot.measured_at is None else snapshot.measured_at
+    if memo is not None and memo.pods is snapshot.pods and memo.measured_at == measured:
+        pods, cache = memo.stats, memo.cache
+    else:
+        old = memo.by_usage if memo is not None else {}
+        seen: dict[int, tuple[PodUsage, PodStats, float]] = {}
+        made: list[PodStats] = []
+        runs: list[str] = []
+        with rates.lock:
+            for pod in snapshot.pods:
+                hit = old.get(id(pod))
+                if hit is not None and hit[0] is pod and (hit[2] == measured or
+                                                          _same_rates(pod, hit[1], measured, rates)):
+                    stats, keep = hit[1], True
+                else:
+                    stats, keep = _pod_stats(pod, measured, rates)
+                made.append(stats)
+                if keep:
+                    seen[id(pod)] = (pod, stats, measured)
+                if pod.containers:
+                    runs.extend([c.run_id for c in pod.containers])
+        pods, cache = tuple(made), {}
+        rates.retain(runs)
         if memo is not None:
-            hit = memo.get(id(pod))
-            if hit is not None and hit[0] is pod:
-                pods.append(hit[1])
-                seen[id(pod)] = hit
-                continue
-        containers = tuple(_container_stats(c, at, rates) for c in pod.containers)
-        process_count = sum(c.process_count for c in pod.containers)
-        measured = max((c.usage.time for c in containers), default=at)
-        stats = PodStats(pod.namespace, pod.name, pod.uid, pod.start_time, containers,
-                         _sum([c.usage for c in containers], measured), process_count)
-        pods.append(stats)
-        if memo is not None and containers and all(c.timestamp is not None for c in pod.containers):
-            seen[id(pod)] = (pod, stats)
-    if memo is not None:
-        memo.clear()
-        memo.update(seen)
+            memo.by_usage, memo.pods, memo.measured_at, memo.stats, memo.cache = seen, snapshot.pods, measured, pods, cache
     node = snapshot.node
     cumulative, nano_cores = rates.observe(NODE_KEY, node.start_time, at, int(node.cpu_seconds * NANO))
     node_usage = Usage(at, nano_cores, cumulative, node.memory_working_set_bytes, node.memory_rss_bytes,
                        max(node.memory_usage_bytes, node.memory_working_set_bytes), node.memory_available_bytes)
-    rates.retain(runs)
-    return Stats(NodeStats(node_name, node.start_time, node_usage), tuple(pods), at)
+    return Stats(NodeStats(node_name, node.start_time, node_usage), pods, at, measured, cache)
+
+
+def unset_time(stats: Stats, pod: PodStats) -> float:
+    """What an unset time of ``pod`` stands for: the scan's, or the request's for a pod with no container."""
+    return stats.measured_at if pod.containers else stats.taken_at
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -188,17 +250,27 @@ def rfc3339(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
-def _cpu(usage: Usage) -> dict[str, Any]:
-    return {"time": rfc3339(usage.time), "usageNanoCores": usage.usage_nano_cores,
+def _cpu(usage: Usage, unset: float) -> dict[str, Any]:
+    return {"time": rfc3339(unset if usage.time is None else usage.time), "usageNanoCores": usage.usage_nano_cores,
             "usageCoreNanoSeconds": usage.usage_core_nano_seconds}
 
 
-def _memory(usage: Usage) -> dict[str, Any]:
-    memory: dict[str, Any] = {"time": rfc3339(usage.time)}
+def _memory(usage: Usage, unset: float) -> dict[str, Any]:
+    memory: dict[str, Any] = {"time": rfc3339(unset if usage.time is None else usage.time)}
     if usage.available_bytes is not None:
         memory["availableBytes"] = usage.available_bytes
     memory.update(usageBytes=usage.usage_bytes, workingSetBytes=usage.working_set_bytes, rssBytes=usage.rss_bytes)
     return memory
+
+
+def _pod_json(stats: Stats, pod: PodStats) -> dict[str, Any]:
+    unset = unset_time(stats, pod)
+    return {"podRef": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+            "startTime": rfc3339(pod.start_time),
+            "containers": [{"name": c.name, "startTime": rfc3339(c.start_time),
+                            "cpu": _cpu(c.usage, unset), "memory": _memory(c.usage, unset)} for c in pod.containers],
+            "cpu": _cpu(pod.usage, unset), "memory": _memory(pod.usage, unset),
+            "process_stats": {"process_count": pod.process_count}}
 
 
 def to_json(stats: Stats) -> dict[str, Any]:
@@ -206,16 +278,8 @@ def to_json(stats: Stats) -> dict[str, Any]:
     node = stats.node
     return {
         "node": {"nodeName": node.name, "startTime": rfc3339(node.start_time),
-                 "cpu": _cpu(node.usage), "memory": _memory(node.usage)},
-        "pods": [
-            {"podRef": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
-             "startTime": rfc3339(pod.start_time),
-             "containers": [{"name": c.name, "startTime": rfc3339(c.start_time),
-                             "cpu": _cpu(c.usage), "memory": _memory(c.usage)} for c in pod.containers],
-             "cpu": _cpu(pod.usage), "memory": _memory(pod.usage),
-             "process_stats": {"process_count": pod.process_count}}
-            for pod in stats.pods
-        ],
+                 "cpu": _cpu(node.usage, stats.taken_at), "memory": _memory(node.usage, stats.taken_at)},
+        "pods": [_pod_json(stats, pod) for pod in stats.pods],
     }
 
 
@@ -226,36 +290,63 @@ def _string(value: str) -> str:
     return json.dumps(value)
 
 
+#: Where an unset time goes in a pod's text: never in JSON text (json.dumps escapes control characters).
+_HOLE = "\x00"
+
+
+def _time_text(usage: Usage) -> str:
+    return _HOLE if usage.time is None else rfc3339(usage.time)
+
+
 def _cpu_text(usage: Usage) -> str:
-    return (f'{{"time":"{rfc3339(usage.time)}","usageNanoCores":{usage.usage_nano_cores},'
+    return (f'{{"time":"{_time_text(usage)}","usageNanoCores":{usage.usage_nano_cores},'
             f'"usageCoreNanoSeconds":{usage.usage_core_nano_seconds}}}')
 
 
 def _memory_text(usage: Usage) -> str:
     available = "" if usage.available_bytes is None else f'"availableBytes":{usage.available_bytes},'
-    return (f'{{"time":"{rfc3339(usage.time)}",{available}"usageBytes":{usage.usage_bytes},'
+    return (f'{{"time":"{_time_text(usage)}",{available}"usageBytes":{usage.usage_bytes},'
             f'"workingSetBytes":{usage.working_set_bytes},"rssBytes":{usage.rss_bytes}}}')
 
 
-def _pod_text(pod: PodStats) -> str:
-    if pod.text is not None:
-        return pod.text
+def _pod_parts(pod: PodStats) -> list[str]:
+    """The pod's JSON text split where its unset times go (made once per ``PodStats``)."""
+    if pod.parts is not None:
+        return pod.parts
     containers = ",".join(f'{{"name":{_string(c.name)},"startTime":"{rfc3339(c.start_time)}",'
                           f'"cpu":{_cpu_text(c.usage)},"memory":{_memory_text(c.usage)}}}' for c in pod.containers)
-    pod.text = (f'{{"podRef":{{"name":{_string(pod.name)},"namespace":{_string(pod.namespace)},'
-                f'"uid":{_string(pod.uid)}}},"startTime":"{rfc3339(pod.start_time)}","containers":[{containers}],'
-                f'"cpu":{_cpu_text(pod.usage)},"memory":{_memory_text(pod.usage)},'
-                f'"process_stats":{{"process_count":{pod.process_count}}}}}')
-    return pod.text
+    pod.parts = (f'{{"podRef":{{"name":{_string(pod.name)},"namespace":{_string(pod.namespace)},'
+                 f'"uid":{_string(pod.uid)}}},"startTime":"{rfc3339(pod.start_time)}","containers":[{containers}],'
+                 f'"cpu":{_cpu_text(pod.usage)},"memory":{_memory_text(pod.usage)},'
+                 f'"process_stats":{{"process_count":{pod.process_count}}}}}').split(_HOLE)
+    return pod.parts
+
+
+def _pods_text(stats: Stats) -> bytes:
+    """The pods' JSON array items, built once per pods and scan (and per second of ``taken_at`` when a
+    pod without containers is stamped with it)."""
+    taken = rfc3339(stats.taken_at)
+    built = stats.cache.get("summary")
+    if built is None or (built[0] and built[1] != taken):
+        measured, stamped_taken, texts = rfc3339(stats.measured_at), False, []
+        for pod in stats.pods:
+            parts = pod.parts or _pod_parts(pod)
+            if pod.containers:
+                texts.append(measured.join(parts))
+            else:
+                stamped_taken = True
+                texts.append(taken.join(parts))
+        built = stats.cache["summary"] = (stamped_taken, taken, ",".join(texts).encode())
+    return built[2]
 
 
 def encode(stats: Stats) -> bytes:
     """``json.dumps(to_json(stats), separators=(",", ":"))`` as UTF-8 bytes, the same bytes, built as
-    text directly: the body of /stats/summary at a few hundred pods in a few milliseconds."""
+    text directly: the pods' part once per scan (see ``_pods_text``), the node's per call."""
     node = stats.node
     head = (f'{{"node":{{"nodeName":{_string(node.name)},"startTime":"{rfc3339(node.start_time)}",'
             f'"cpu":{_cpu_text(node.usage)},"memory":{_memory_text(node.usage)}}},"pods":[')
-    return (head + ",".join(_pod_text(pod) for pod in stats.pods) + "]}").encode()
+    return b"".join((head.encode(), _pods_text(stats), b"]}"))
 
 
 class StatsSource:
@@ -273,7 +364,7 @@ class StatsSource:
         self._ttl = ttl
         self._clock = clock
         self._rates = CpuRates()
-        self._memo: dict[int, tuple[Any, PodStats]] = {}
+        self._memo = StatsMemo()
         self._lock = threading.Lock()
         self._stats: Stats | None = None
         self._measured_at = 0.0

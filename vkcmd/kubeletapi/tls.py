@@ -1,9 +1,10 @@
 """The kubelet API's TLS: the serving pair (given, or self-signed once and kept) and the server context.
 
 A given certificate and key are checked to be readable PEM that belong
-together; when none is given, a self-signed pair is generated with
-``cryptography`` on first start and reused afterwards (key written 0600,
-atomically). Problems raise :class:`TLSFileError` naming the setting at fault
+together (by ``ssl`` and ``vkcmd.certfacts``: a node that reuses its pair does
+not load ``cryptography``, ~11 MiB); when none is given, a self-signed pair is
+generated on first start (``vkcmd.keymaker``, in a child process) and reused
+afterwards (key written 0600, atomically). Problems raise :class:`TLSFileError` naming the setting at fault
 (``vkcmd.serving`` turns it into the config error the entry point prints). The server context requires TLS 1.2+
 and asks for (but does not require) a client certificate, so token callers can
 connect too.
@@ -19,11 +20,7 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from vkcmd import certfacts, keymaker
 
 log = logging.getLogger("vkcmd.kubeletapi.tls")
 
@@ -46,13 +43,13 @@ class TLSFileError(ValueError):
         self.accepted = accepted
 
 
-def _pem_certificates(path: str, setting: str) -> list[x509.Certificate]:
+def _pem_certificates(path: str, setting: str) -> list[certfacts.CertificateFacts]:
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise TLSFileError(setting, path, f"expected a readable PEM certificate file ({error.strerror})") from None
     try:
-        certificates = x509.load_pem_x509_certificates(data)
+        certificates = [certfacts.der_facts(der) for der in certfacts.pem_certificates(data)]
     except ValueError:
         certificates = []
     if not certificates:
@@ -60,20 +57,29 @@ def _pem_certificates(path: str, setting: str) -> list[x509.Certificate]:
     return certificates
 
 
-def check_pair(cert_file: str, key_file: str) -> None:
-    """Raise TLSFileError unless ``cert_file`` and ``key_file`` are readable PEM and belong together."""
+def _no_passphrase() -> bytes:
+    return b""  # an encrypted key fails to load, rather than OpenSSL asking for a passphrase on the terminal
+
+
+def check_pair(cert_file: str, key_file: str) -> certfacts.CertificateFacts:
+    """Raise TLSFileError unless ``cert_file`` and ``key_file`` are readable PEM and belong together;
+    return the certificate's facts."""
     certificate = _pem_certificates(cert_file, CERT_ENV)[0]
     try:
-        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+        with open(key_file, "rb"):
+            pass
     except OSError as error:
         raise TLSFileError(KEY_ENV, key_file, f"expected a readable PEM private key file ({error.strerror})") from None
-    except (ValueError, TypeError):
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_no_passphrase)
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise TLSFileError(KEY_ENV, key_file, f"expected the private key of the certificate "
+                                                 f"{CERT_ENV}={cert_file} (this key does not match it)") from None
         raise TLSFileError(KEY_ENV, key_file, "expected an unencrypted PEM private key") from None
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.PEM, public) != \
-            certificate.public_key().public_bytes(serialization.Encoding.PEM, public):
-        raise TLSFileError(KEY_ENV, key_file, f"expected the private key of the certificate {CERT_ENV}={cert_file} "
-                                             "(this key does not match it)")
+    except OSError as error:
+        raise TLSFileError(KEY_ENV, key_file, f"expected a readable PEM private key file ({error.strerror})") from None
+    return certificate
 
 
 def check_client_ca(ca_file: str) -> None:
@@ -83,11 +89,10 @@ def check_client_ca(ca_file: str) -> None:
 
 def _usable(cert_file: Path, key_file: Path, now: datetime.datetime) -> bool:
     try:
-        check_pair(str(cert_file), str(key_file))
-        certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except (TLSFileError, ValueError, OSError):
+        certificate = check_pair(str(cert_file), str(key_file))
+    except TLSFileError:
         return False
-    return certificate.not_valid_after_utc - RENEW_BEFORE > now
+    return certificate.not_after - RENEW_BEFORE > now
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
@@ -124,35 +129,23 @@ def self_signed_pair(state_dir: str, node_name: str, addresses: Sequence[str] = 
     cert_file, key_file = directory / SELF_SIGNED_CERT, directory / SELF_SIGNED_KEY
     if _usable(cert_file, key_file, now):
         return str(cert_file), str(key_file)
-    key = ec.generate_private_key(ec.SECP256R1())
     # the kubelet's "<host>@<unix time>"; a CN holds at most 64 characters (the SAN carries the full name)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name[:50]}@{int(now.timestamp())}")])
-    dns = [x509.DNSName(node_name), x509.DNSName("localhost")]
-    ips = {ipaddress.ip_address("127.0.0.1")}
+    dns, ips = [node_name, "localhost"], {ipaddress.ip_address("127.0.0.1")}
     for address in addresses:
         try:
             ips.add(ipaddress.ip_address(address))
         except ValueError:
-            dns.append(x509.DNSName(address))
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
-        .add_extension(x509.SubjectAlternativeName(dns + [x509.IPAddress(ip) for ip in sorted(ips, key=str)]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()), 0o600)
-    _write_private(cert_file, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+            dns.append(address)
+    try:
+        key_pem, cert_pem = keymaker.self_signed(f"{node_name[:50]}@{int(now.timestamp())}", dns,
+                                                 [str(ip) for ip in sorted(ips, key=str)],
+                                                 not_before=now - datetime.timedelta(minutes=5),
+                                                 not_after=now + datetime.timedelta(days=SELF_SIGNED_DAYS))
+    except keymaker.KeyMakerError as error:
+        raise TLSFileError("VK_STATE_DIR", state_dir, f"expected to make a self-signed pair there ({error})") \
+            from None
+    _write_private(key_file, key_pem, 0o600)
+    _write_private(cert_file, cert_pem, 0o644)
     log.info("generated a self-signed kubelet serving certificate", extra={"fields": {"cert": str(cert_file)}})
     return str(cert_file), str(key_file)
 

@@ -28,7 +28,7 @@ from vkcmd.pods.podstatus import pod_status
 from vkcmd.provider import decide
 from vkcmd.provider.hooks import HOOKS, Hooks
 from vkcmd.provider.launch import Launcher, LogWatcher
-from vkcmd.provider.podtable import PodTable
+from vkcmd.provider.podtable import PodTable, StatsPod
 from vkcmd.provider.probing import ProbeItem, Prober
 from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period, new_record
 from vkcmd.provider.tokenfiles import renew_running
@@ -167,6 +167,10 @@ class PodManager:
     def pods(self) -> list[dict[str, Any]]:
         """Every pod this node runs, with its current status (for the kubelet API's /pods)."""
         return self._table.pods()
+
+    def stats_pods(self) -> tuple[StatsPod, ...]:
+        """What the stats need of every pod (the same tuple while it did not change; see ``PodTable``)."""
+        return self._table.stats_pods()
 
     def container_dir(self, namespace: str, name: str, container: str) -> tuple[str, Callable[[], bool]] | None:
         """Where a container's output is, and a callable telling whether it still runs."""

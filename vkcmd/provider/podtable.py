@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vkcmd.machines import CONTAINER_WAITING, POD_RUNNING, PodState as PS
 from vkcmd.pods.errors import CONTAINER_CREATING
@@ -18,6 +18,25 @@ from vkcmd.provider.records import ContainerRecord, PodRecord, grace_period
 from vkcmd.runtime import ExitReport, Recovered
 
 WAITS_ON_OBJECTS = ("CreateContainerConfigError", CONTAINER_CREATING)  # retried when an object changes
+
+
+class StatsPod(NamedTuple):
+    """What the stats of a pod need of it (``PodTable.stats_pods``); replaced when one of these
+    changes, never changed."""
+
+    uid: str
+    namespace: str
+    name: str
+    start_time: str | None       # status.startTime (the published status, else the API's)
+    containers: tuple[str, ...]  # spec.containers' names
+
+
+def _stats_pod(record: PodRecord) -> StatsPod:
+    pod = record.pod
+    meta, status = pod["metadata"], record.status or pod.get("status") or {}
+    containers = (pod.get("spec") or {}).get("containers") or ()
+    return StatsPod(meta["uid"], meta.get("namespace"), meta.get("name"), status.get("startTime"),
+                    tuple(c["name"] for c in containers if isinstance(c, dict) and isinstance(c.get("name"), str)))
 
 
 @dataclass
@@ -54,6 +73,15 @@ class PodTable:
         self._cleaned: dict[str, None] = {}
         self._tokens_renewed: set[str] = set()  # pods whose running containers get their renewed tokens
         self._recovered: dict[str, Recovered] = {}
+        self._stats: dict[str, StatsPod] = {}           # uid -> what the stats need, in the records' order
+        self._stats_view: tuple[StatsPod, ...] | None = ()   # those, as handed out (None: to make again)
+
+    def _note_stats(self, record: PodRecord) -> None:
+        """(lock held) The record's pod or status may have changed what the stats need of it."""
+        entry = _stats_pod(record)
+        if self._stats.get(record.uid) != entry:
+            self._stats[record.uid] = entry
+            self._stats_view = None
 
     # --- pods in and out ----------------------------------------------------------------------
 
@@ -65,6 +93,7 @@ class PodTable:
             record = self._records.get(uid)
             if record is not None:
                 record.pod = pod
+                self._note_stats(record)
                 return True
             if uid in self._cleaned:
                 return False  # its end is done; the API object is on its way out
@@ -75,6 +104,7 @@ class PodTable:
             record = self._records[uid] = make()
             self._waiting[uid] = record.namespace
             self._by_name[(record.namespace, record.name)] = uid
+            self._note_stats(record)
             return True
 
     def mark_removed(self, uid: str) -> bool:
@@ -93,6 +123,8 @@ class PodTable:
         with self._lock:
             self._records.pop(record.uid, None)
             self._waiting.pop(record.uid, None)
+            if self._stats.pop(record.uid, None) is not None:
+                self._stats_view = None
             if self._by_name.get((record.namespace, record.name)) == record.uid:
                 del self._by_name[(record.namespace, record.name)]
             if cleaned:
@@ -203,6 +235,8 @@ class PodTable:
         """Publish ``status`` on the record; the one it replaces."""
         with self._lock:
             previous, record.status = record.status, status
+            if self._records.get(record.uid) is record:
+                self._note_stats(record)
             return previous
 
     # --- reads for the API side and the drain -------------------------------------------------
@@ -217,6 +251,14 @@ class PodTable:
     def pods(self) -> list[dict[str, Any]]:
         with self._lock:
             return [{**r.pod, "status": r.status or r.pod.get("status") or {}} for r in self._records.values()]
+
+    def stats_pods(self) -> tuple[StatsPod, ...]:
+        """What the stats need of every pod, in the order of ``pods()``: the same tuple (and entries)
+        while none of it changed - no pod copied per call."""
+        with self._lock:
+            if self._stats_view is None:
+                self._stats_view = tuple(self._stats.values())
+            return self._stats_view
 
     def container(self, namespace: str, name: str, container: str) -> ContainerRecord | None:
         with self._lock:

@@ -30,8 +30,9 @@ from vkcmd.runtime.usage import Usage, memory_of
 
 log = logging.getLogger(__name__)
 
-#: The share of a core the background usage scans may take at most (they are spaced out beyond it) ...
-_USAGE_BUDGET = 0.01
+#: The share of a core the background usage scans may spend reading the members (they are spaced out
+#: beyond it; each also costs a pass over the runs, and the answers built from it) ...
+_USAGE_BUDGET = 0.0025
 #: ... up to this interval (seconds) between them.
 _USAGE_INTERVAL_MAX = 10.0
 #: Rounds of SIGSTOP + re-scan before the SIGKILL, at most (each round stops what the last one found).
@@ -77,6 +78,7 @@ class Scanner:
         self._pace(0.0)
         self._usage: dict[str, tuple[str, Usage]] = {}   # key -> (run id, usage) of the last full scan
         self._usage_at = float("-inf")                   # time.monotonic() of that scan
+        self._current: tuple | None = None               # (_usage, table version, what _current_usage gave)
         self._usage_wanted_until = float("-inf")         # measure in the background until then
         self._pgid_files = PgidFiles()
         self._pgid_named: dict[str, int] = {}            # run id -> the group its pgid file names now
@@ -148,13 +150,18 @@ class Scanner:
             return self._current_usage()
 
     def _current_usage(self) -> dict[str, Usage]:
-        """(lock held) The snapshot's usage of the runs that are still the current, living ones."""
+        """(lock held) The snapshot's usage of the runs that are still the current, living ones: the
+        same dict (never change it) while neither the snapshot nor the runs changed."""
+        made = self._current
+        if made is not None and made[0] is self._usage and made[1] == self.table.version:
+            return made[2]
         by_key = self.table.by_key
         out = {}
         for key, (run_id, usage) in self._usage.items():
             run = by_key.get(key)
             if run is not None and run.run_id == run_id and run.leader_alive:
                 out[key] = usage
+        self._current = (self._usage, self.table.version, out)
         return out
 
     def _own_child(self) -> bool:

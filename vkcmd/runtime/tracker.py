@@ -21,7 +21,9 @@ not a member: nobody in the run will reap it and fold its CPU time into their ow
 read at every scan so that their CPU is not lost when they end. A member's stat and statm are read
 through fds kept open on them (``pread``: no open/close per read, and a read fails once the process
 is gone, so a reused pid is never read in its place); at most ``fd_share`` of vkcmd's fd limit is
-kept so, beyond it members are read with open/read/close.
+kept so, beyond it members are read with open/read/close. A stat text the same as the one parsed
+last is not parsed again, and a full scan reads statm only for members whose stat text changed
+(an idle process keeps its memory), or whose statm is ``_MEM_REFRESH`` full scans old.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from vkcmd.runtime.process_stat import Stat, children_of, parse_stat, parse_stat
 
 #: fds vkcmd's limit keeps for everything else (pidfds, sockets, log files, inotify) before the tracker.
 _FD_RESERVE = 1024
+#: A full scan reads a member's statm when its stat text changed since the last read, or when its
+#: statm is this many full scans old (a process whose stat did not change did not run, fault or lose
+#: pages - its resident count is in the stat text - so its memory is the same; this bounds any doubt).
+_MEM_REFRESH = 6
+_NEVER = -(1 << 62)
+#: What ``_stat`` gives when the member's stat text is the one it parsed last: nothing of it changed.
+_SAME = object()
 
 
 @dataclass(slots=True, eq=False)
@@ -55,6 +64,8 @@ class Proc:
     anon_pages: int = 0
     stat_fd: int = -1
     mem_fd: int = -1
+    stat_hash: int = 0              # hash of its stat text as last parsed (0: never)
+    mem_scan: int = -(1 << 62)      # the full scan (``Tracker.full_scans``) that last read its statm (_NEVER)
 
 
 @dataclass
@@ -350,26 +361,33 @@ class Tracker:
             chosen = [p for run in stat_runs | mem_runs for p in self._by_run.get(run, {}).values()]
             chosen.extend(self._members[pid] for pid in self._orphans
                           if self._members[pid].run_id not in stat_runs and self._members[pid].run_id not in mem_runs)
+        scan = self.full_scans
         for p in chosen:
             run, pid = p.run_id, p.pid
+            moved = True
             if full or run in stat_runs or pid in self._orphans:
                 st = self._stat(p)
-                if st is None or st.start != p.start or st.state == "Z":
-                    self._vanish(self._pop(pid), snap)
-                    if st is not None and st.start == p.start:
-                        self._foreign[pid] = None      # a zombie: gone for us, though still listed
-                    continue
-                if st.ppid != p.ppid or st.sid != p.sid:
-                    self._parentage.moved(p, st.ppid, st.sid)  # re-parented (or a new session)
-                p.pgrp = st.pgrp
-                p.cpu_ticks = max(p.cpu_ticks, st.cpu_ticks)
-                p.rss_pages = st.rss_pages
-            if full or run in mem_runs:
+                if st is _SAME:
+                    moved = False
+                else:
+                    if st is None or st.start != p.start or st.state == "Z":
+                        self._vanish(self._pop(pid), snap)
+                        if st is not None and st.start == p.start:
+                            self._foreign[pid] = None      # a zombie: gone for us, though still listed
+                        continue
+                    if st.ppid != p.ppid or st.sid != p.sid:
+                        self._parentage.moved(p, st.ppid, st.sid)  # re-parented (or a new session)
+                    p.pgrp = st.pgrp
+                    p.cpu_ticks = max(p.cpu_ticks, st.cpu_ticks)
+                    p.rss_pages = st.rss_pages
+            if run in mem_runs or (full and (moved or scan - p.mem_scan >= _MEM_REFRESH)):
                 mem = self._statm(p)
                 if mem is None:
                     self._vanish(self._pop(pid), snap)
                     continue
                 p.rss_pages, p.anon_pages = mem
+                # the first read is staggered, so that members started together are not all due at once
+                p.mem_scan = scan - pid % _MEM_REFRESH if p.mem_scan == _NEVER else scan
         snap.members = self._shared_members()
 
     def _keep_fd(self, p: Proc, name: str) -> int:
@@ -388,37 +406,63 @@ class Tracker:
         self._fds += 1
         return fd
 
-    def _stat(self, p: Proc) -> Stat | None:
-        """The member's stat, through its kept fd when it has (or can get) one."""
+    def _pread(self, p: Proc, fd: int, name: str, size: int) -> bytes:
+        """The member's /proc file ``name``: through ``fd`` when kept (>= 0), else opened by name;
+        raises OSError."""
+        if fd >= 0:
+            return os.pread(fd, size, 0)
+        fd = os.open(f"{self.proc}/{p.pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.read(fd, size)
+        finally:
+            os.close(fd)
+
+    def _stat(self, p: Proc) -> Stat | None | object:
+        """The member's stat, through its kept fd when it has (or can get) one; ``_SAME`` when its text
+        is the one parsed last (not parsed again: nothing in it changed)."""
         if p.stat_fd < 0:
             try:
                 p.stat_fd = self._keep_fd(p, "stat")
             except FileNotFoundError:
                 return None
-            if p.stat_fd < 0:
-                return read_stat(p.pid, self.proc)
         try:
-            data = os.pread(p.stat_fd, 1024, 0)
-            return parse_stat(p.pid, data) if data else None
+            data = self._pread(p, p.stat_fd, "stat", 1024)
+            if not data:
+                return None
+            seen = hash(data)
+            if seen == p.stat_hash:
+                return _SAME                   # the same text: the same process (its start time is in it)
+            st = parse_stat(p.pid, data)
         except (OSError, ValueError, IndexError):      # ESRCH: the process is gone (and reaped)
             return None
+        p.stat_hash = seen
+        return st
 
     def _statm(self, p: Proc) -> tuple[int, int] | None:
-        """(resident, anonymous) pages from statm, through its kept fd when it has (or can get) one."""
-        if p.mem_fd < 0:
+        """(resident, anonymous) pages from statm. Read rarely (see ``_MEM_REFRESH``), so the fd budget
+        goes to stat first: a statm fd is kept only while there is room for every member's stat fd
+        besides; else statm is opened by name and the process checked to be the same after the read
+        (its kept stat fd still reads, or its start time)."""
+        room = self._fds + len(self._members) < self._fd_budget
+        if p.mem_fd < 0 and room:
             try:
                 p.mem_fd = self._keep_fd(p, "statm")
             except FileNotFoundError:
                 return None
         try:
+            data = self._pread(p, p.mem_fd, "statm", 256)
             if p.mem_fd >= 0:
-                data = os.pread(p.mem_fd, 256, 0)
+                if not room:                   # give it back to the members' stat fds
+                    os.close(p.mem_fd)
+                    p.mem_fd = -1
+                    self._fds -= 1
             else:
-                with open(f"{self.proc}/{p.pid}/statm", "rb") as f:
-                    data = f.read()
-                st = read_stat(p.pid, self.proc)       # the same process still (not a reused pid)?
-                if st is None or st.start != p.start:
-                    return None
+                if p.stat_fd >= 0:
+                    os.pread(p.stat_fd, 1, 0)           # raises once the process is gone: not a reused pid
+                else:
+                    st = read_stat(p.pid, self.proc)    # the same process still (not a reused pid)?
+                    if st is None or st.start != p.start:
+                        return None
             return parse_statm(data) if data else None
         except (OSError, ValueError, IndexError):
             return None

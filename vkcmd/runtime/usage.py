@@ -9,7 +9,7 @@ whose cumulative CPU or working set is 0, and one whose CPU decreased.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -32,6 +32,13 @@ class Usage:
     started_at: float
     timestamp: float
 
+    def same_figures(self, other: Usage | None) -> bool:
+        """The same usage as ``other`` (of a later or earlier scan), whatever the scans' times."""
+        return other is not None and (self.cpu_seconds == other.cpu_seconds
+                                      and self.memory_working_set_bytes == other.memory_working_set_bytes
+                                      and self.memory_rss_bytes == other.memory_rss_bytes
+                                      and self.processes == other.processes and self.started_at == other.started_at)
+
 
 @dataclass(frozen=True)
 class NodeUsage:
@@ -39,6 +46,8 @@ class NodeUsage:
     memory_working_set_bytes: int      # total - available
     memory_total_bytes: int
     timestamp: float
+    memory_free_bytes: int = 0
+    memory_available_bytes: int = 0
 
 
 class CpuAccount:
@@ -50,13 +59,13 @@ class CpuAccount:
         self.lost_ticks = 0
         self.seconds = 0.0
 
-    def update(self, members: Iterable[Proc], vanished: Iterable[Proc]) -> float:
-        members = list(members)
-        pids = {p.pid for p in members}
-        for p in vanished:
-            if p.ppid not in pids:            # nobody in the run reaped it: its CPU went with it
-                self.lost_ticks += p.cpu_ticks
-        live = sum(p.cpu_ticks for p in members)
+    def update(self, members: Collection[Proc], vanished: Collection[Proc]) -> float:
+        if vanished:
+            pids = {p.pid for p in members}
+            for p in vanished:
+                if p.ppid not in pids:        # nobody in the run reaped it: its CPU went with it
+                    self.lost_ticks += p.cpu_ticks
+        live = sum([p.cpu_ticks for p in members])
         self.seconds = max(self.seconds, (live + self.lost_ticks) / CLK_TCK)
         return self.value
 
@@ -71,12 +80,13 @@ class CpuAccount:
 
 def memory_of(members: Iterable[Proc]) -> tuple[int, int]:
     """(RSS bytes, working set bytes); the working set is at least a page when there is a process."""
-    rss = anon = n = 0
-    for p in members:
-        rss += p.rss_pages
-        anon += p.anon_pages
-        n += 1
-    return rss * PAGE_SIZE, max(anon, 1 if n else 0) * PAGE_SIZE
+    members = members if isinstance(members, (list, tuple)) else list(members)
+    if len(members) == 1:
+        p = members[0]
+        return p.rss_pages * PAGE_SIZE, max(p.anon_pages, 1) * PAGE_SIZE
+    rss = sum([p.rss_pages for p in members])
+    anon = sum([p.anon_pages for p in members])
+    return rss * PAGE_SIZE, max(anon, 1 if members else 0) * PAGE_SIZE
 
 
 def node_usage() -> NodeUsage:
@@ -86,4 +96,5 @@ def node_usage() -> NodeUsage:
     vm = psutil.virtual_memory()
     return NodeUsage(cpu_seconds=max(busy, CPU_FLOOR_SECONDS),
                      memory_working_set_bytes=max(vm.total - vm.available, PAGE_SIZE),
-                     memory_total_bytes=vm.total, timestamp=time.time())
+                     memory_total_bytes=vm.total, timestamp=time.time(), memory_free_bytes=vm.free,
+                     memory_available_bytes=vm.available)
