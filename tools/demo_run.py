@@ -160,7 +160,8 @@ class Demo:
         from vkcmd.kube.bootstrap import client_certificate
 
         cert = client_certificate(str(node_kubeconfig))
-        subject = cert.subject.rfc4514_string() if cert is not None else "(no client certificate)"
+        subject = ",".join([f"CN={n}" for n in cert.common_names] + [f"O={o}" for o in cert.organizations]) \
+            if cert is not None else "(no client certificate)"
         mode = oct(node_kubeconfig.stat().st_mode & 0o777)[2:]
         say(f"the node's own credentials: {rel(node_kubeconfig)} (mode {mode}), certificate {subject}")
         if self._kubectl:
