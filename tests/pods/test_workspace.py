@@ -207,7 +207,7 @@ def test_detach_pod_moves_the_tree_out_in_one_rename_and_never_follows_links(tmp
     inode = os.stat(ws.pod_dir("ns", "p1")).st_ino
     moved = ws.detach_pod("ns", "p1")
     assert not os.path.lexists(ws.pod_dir("ns", "p1"))
-    assert os.path.dirname(moved) == os.path.join(ws.root, ".removed") and os.stat(moved).st_ino == inode
+    assert os.path.dirname(moved) == os.path.join(ws.root, ".vkcmd-removed") and os.stat(moved).st_ino == inode
     assert ws.pods() == [] and ws.removed() == [moved]
     remove_path(moved)
     assert ws.removed() == [] and (outside / "precious").read_text() == "keep me"

@@ -363,7 +363,7 @@ def test_a_deleted_pods_directory_is_out_of_the_workspace_before_pod_gone_and_re
     """Issue 16 (delete waves): the tree is moved out in one rename on the pod's path, its files
     removed by the pod-reclaim thread; what a stop left there is removed at the next start."""
     ws_root = tmp_path / "ws"
-    leftover = ws_root / ".removed" / "default.old.0123456789ab" / "containers" / "c"
+    leftover = ws_root / ".vkcmd-removed" / "default.old.0123456789ab" / "containers" / "c"
     leftover.mkdir(parents=True)
     (leftover / "stdout").write_text("from before a stop")
     seen = {}
@@ -382,4 +382,25 @@ def test_a_deleted_pods_directory_is_out_of_the_workspace_before_pod_gone_and_re
                                          "deletionGracePeriodSeconds": 30}})
     wait_until(lambda: sink.gone, 10, "pod_gone")
     assert seen["dir"] is False
-    wait_until(lambda: not os.listdir(ws_root / ".removed"), 10, "the detached directories removed")
+    wait_until(lambda: not os.listdir(ws_root / ".vkcmd-removed"), 10, "the detached directories removed")
+
+
+def test_a_link_planted_where_deleted_pods_go_is_never_followed(provider, tmp_path):
+    """A process of the node's user planted ``<root>/.vkcmd-removed`` as a link to a directory of its
+    choosing: the deleted pod's directory is not moved there; it is removed in place, and the link's
+    target keeps what it had."""
+    ws_root = tmp_path / "ws"
+    ws_root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    os.symlink(elsewhere, ws_root / ".vkcmd-removed")
+    manager, sink = provider(StaticResolver())
+    body = pod("linked", ["sleep", "60"])
+    manager.upsert(body)
+    wait_until(lambda: phase(manager, body["metadata"]["uid"]) == "Running", 10, "Running")
+    manager.upsert({**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-27T00:00:01Z",
+                                         "deletionGracePeriodSeconds": 30}})
+    wait_until(lambda: sink.gone, 10, "pod_gone")
+    assert not os.path.lexists(ws_root / "default" / "linked")
+    assert sorted(os.listdir(elsewhere)) == ["keep"] and (elsewhere / "keep").read_text() == "mine"

@@ -25,7 +25,7 @@ DIR_MODE = 0o750
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _TMP_PREFIX = ".vkcmd-"
-REMOVED = ".removed"  # under the root: pod directories moved out of the workspace, being removed
+REMOVED = ".vkcmd-removed"  # under the root: pod directories moved out of the workspace, being removed
 
 
 def check_label(kind: str, name: object) -> str:
@@ -276,7 +276,7 @@ class Workspace:
 
     def detach_pod(self, namespace: str, pod: str) -> str | None:
         """Move ``<root>/<namespace>/<pod>`` out of the workspace in one rename, into
-        ``<root>/.removed/`` (no namespace has a name with a dot), and return where it went, for
+        ``<root>/.vkcmd-removed/`` (no namespace has a name with a dot), and return where it went, for
         :func:`remove_path`; None when there was nothing. The same checks as :meth:`remove_pod`
         (a pod directory that is a symlink is moved as the link, never followed)."""
         def move(ns_fd: int) -> str:

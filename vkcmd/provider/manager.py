@@ -292,7 +292,7 @@ class PodManager:
             if self._logs and container.container_dir:
                 self._logs.unwatch(container.container_dir)
         try:  # out of the workspace in one rename; its files are removed off the pod's path
-            detached = self._workspace.detach_pod(record.namespace, record.name)
+            detached = self._detach(record)
             if detached is not None:
                 self._reclaim.add(detached)
         except Exception:
@@ -394,6 +394,16 @@ class PodManager:
             return parse_time(started) if started else self._clock()
         except ValueError:
             return self._clock()
+
+    def _detach(self, record: PodRecord) -> str | None:
+        """Move the pod's directory out of the workspace; when that cannot be done (the trash directory
+        refused: e.g. a link planted in its place), remove it where it is, on the pod's path."""
+        try:
+            return self._workspace.detach_pod(record.namespace, record.name)
+        except OSError as error:
+            log.warning("could not move the workspace of pod %s aside (%s); removing it in place", record.key, error)
+            self._workspace.remove_pod(record.namespace, record.name)
+            return None
 
     def _remove_detached(self, path: str) -> None:
         """(the pod-reclaim thread) Remove a pod directory ``detach_pod`` moved out of the workspace."""
