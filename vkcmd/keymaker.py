@@ -72,14 +72,13 @@ def _make(request: dict[str, Any]) -> dict[str, str]:
         csr = builder.sign(key, hashes.SHA256())
         return {"key": key_pem, "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, request["common_name"])])
-    when = datetime.timezone.utc
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime.fromtimestamp(request["not_before"], when))
-        .not_valid_after(datetime.datetime.fromtimestamp(request["not_after"], when))
+        .not_valid_before(datetime.datetime.fromtimestamp(request["not_before"], datetime.timezone.utc))
+        .not_valid_after(datetime.datetime.fromtimestamp(request["not_after"], datetime.timezone.utc))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,

@@ -120,23 +120,35 @@ def test_remove_pod_never_follows_symlinks(tmp_path):
     os.chmod(outside, 0o755)
 
 
-def test_remove_pod_whose_directory_is_a_symlink_removes_only_the_link(tmp_path):
+def _pod_dir_linked_outside(tmp_path):
+    """A workspace whose pod ns/p1 is a symlink to a directory outside it: (workspace, that directory)."""
     outside = tmp_path / "outside"
     (outside / "containers").mkdir(parents=True)
     ws = Workspace(tmp_path / "root")
     os.makedirs(os.path.join(ws.root, "ns"))
     os.symlink(outside, os.path.join(ws.root, "ns", "p1"))
+    return ws, outside
+
+
+def _namespace_linked_outside(tmp_path):
+    """A workspace whose namespace ns is a symlink to a directory outside it holding p1."""
+    outside = tmp_path / "outside"
+    (outside / "p1" / "containers").mkdir(parents=True)
+    ws = Workspace(tmp_path / "root")
+    os.makedirs(ws.root)
+    os.symlink(outside, os.path.join(ws.root, "ns"))
+    return ws, outside
+
+
+def test_remove_pod_whose_directory_is_a_symlink_removes_only_the_link(tmp_path):
+    ws, outside = _pod_dir_linked_outside(tmp_path)
     assert ws.remove_pod("ns", "p1")
     assert (outside / "containers").is_dir()
     assert not os.path.lexists(os.path.join(ws.root, "ns", "p1"))
 
 
 def test_remove_pod_refuses_a_namespace_symlink_out_of_the_root(tmp_path):
-    outside = tmp_path / "outside"
-    (outside / "p1" / "containers").mkdir(parents=True)
-    ws = Workspace(tmp_path / "root")
-    os.makedirs(ws.root)
-    os.symlink(outside, os.path.join(ws.root, "ns"))
+    ws, outside = _namespace_linked_outside(tmp_path)
     with pytest.raises(WorkspaceError, match="refusing"):
         ws.remove_pod("ns", "p1")
     assert (outside / "p1" / "containers").is_dir()
@@ -215,11 +227,7 @@ def test_detach_pod_moves_the_tree_out_in_one_rename_and_never_follows_links(tmp
 
 
 def test_detach_pod_of_a_symlinked_pod_directory_moves_only_the_link(tmp_path):
-    outside = tmp_path / "outside"
-    (outside / "containers").mkdir(parents=True)
-    ws = Workspace(tmp_path / "root")
-    os.makedirs(os.path.join(ws.root, "ns"))
-    os.symlink(outside, os.path.join(ws.root, "ns", "p1"))
+    ws, outside = _pod_dir_linked_outside(tmp_path)
     moved = ws.detach_pod("ns", "p1")
     assert os.path.islink(moved)
     remove_path(moved)
@@ -227,11 +235,7 @@ def test_detach_pod_of_a_symlinked_pod_directory_moves_only_the_link(tmp_path):
 
 
 def test_detach_pod_refuses_a_namespace_symlink_out_of_the_root(tmp_path):
-    outside = tmp_path / "outside"
-    (outside / "p1" / "containers").mkdir(parents=True)
-    ws = Workspace(tmp_path / "root")
-    os.makedirs(ws.root)
-    os.symlink(outside, os.path.join(ws.root, "ns"))
+    ws, outside = _namespace_linked_outside(tmp_path)
     with pytest.raises(WorkspaceError):
         ws.detach_pod("ns", "p1")
     assert (outside / "p1" / "containers").is_dir()

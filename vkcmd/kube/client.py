@@ -95,7 +95,7 @@ class KubeClient:
         self._pool_size = pool_size
         self._lock = threading.Lock()
         self._retired: list[tuple[ClusterAccess, urllib3.PoolManager]] = []
-        self._pair = access.client_pair() if access.server.startswith("https") else None
+        self._pair = _client_pair(access)
         self._pool = self._new_pool(access, self._pair)
 
     @classmethod
@@ -137,14 +137,13 @@ class KubeClient:
     def _current(self) -> tuple[ClusterAccess, urllib3.PoolManager]:
         """The access and its pool; a new pool when an exec plugin issued a new client certificate."""
         access, pool = self._access, self._pool
-        if access.server.startswith("https"):
-            pair = access.client_pair()
-            if pair is not self._pair:
-                with self._lock:
-                    if pair is not self._pair and access is self._access:
-                        self._retired.append((access, self._pool))
-                        self._pool, self._pair = self._new_pool(access, pair), pair
-                    pool = self._pool
+        pair = _client_pair(access)
+        if pair is not self._pair:
+            with self._lock:
+                if pair is not self._pair and access is self._access:
+                    self._retired.append((access, self._pool))
+                    self._pool, self._pair = self._new_pool(access, pair), pair
+                pool = self._pool
         return access, pool
 
     def reload(self, kubeconfig_path: str) -> None:
@@ -154,7 +153,7 @@ class KubeClient:
         finish on the old ones, closed at :meth:`close`.
         """
         access = kubeconfig.load(kubeconfig_path)
-        pair = access.client_pair() if access.server.startswith("https") else None
+        pair = _client_pair(access)
         pool = self._new_pool(access, pair)
         with self._lock:
             self._retired.append((self._access, self._pool))
@@ -305,6 +304,11 @@ class WatchStream:
         except Exception:  # not connected any more
             pass
         self._raw.close()
+
+
+def _client_pair(access: ClusterAccess) -> tuple[bytes, bytes | None] | None:
+    """The client certificate to present to ``access``'s server: none over plain HTTP."""
+    return access.client_pair() if access.server.startswith("https") else None
 
 
 def _verb(method: str, watch: bool) -> str:

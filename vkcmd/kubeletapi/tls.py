@@ -66,18 +66,13 @@ def check_pair(cert_file: str, key_file: str) -> certfacts.CertificateFacts:
     return the certificate's facts."""
     certificate = _pem_certificates(cert_file, CERT_ENV)[0]
     try:
-        with open(key_file, "rb"):
-            pass
-    except OSError as error:
-        raise TLSFileError(KEY_ENV, key_file, f"expected a readable PEM private key file ({error.strerror})") from None
-    try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except ssl.SSLError as error:
         if error.reason == "KEY_VALUES_MISMATCH":
             raise TLSFileError(KEY_ENV, key_file, f"expected the private key of the certificate "
                                                  f"{CERT_ENV}={cert_file} (this key does not match it)") from None
         raise TLSFileError(KEY_ENV, key_file, "expected an unencrypted PEM private key") from None
-    except OSError as error:
+    except OSError as error:  # (the certificate was read above: this is the key file)
         raise TLSFileError(KEY_ENV, key_file, f"expected a readable PEM private key file ({error.strerror})") from None
     return certificate
 

@@ -65,7 +65,7 @@ class Proc:
     stat_fd: int = -1
     mem_fd: int = -1
     stat_hash: int = 0              # hash of its stat text as last parsed (0: never)
-    mem_scan: int = -(1 << 62)      # the full scan (``Tracker.full_scans``) that last read its statm (_NEVER)
+    mem_scan: int = _NEVER          # the full scan (``Tracker.full_scans``) that last read its statm
 
 
 @dataclass
